@@ -1,0 +1,180 @@
+use serde::{Deserialize, Serialize};
+
+/// Default cap on a request body the filter will read (8 MiB: enough for a
+/// few base64 images, small enough that one request cannot exhaust a VM).
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Default cap on a non-stream response body the filter buffers for usage.
+pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Default cap on one server-sent event (the carry-over buffer's bound).
+pub const DEFAULT_MAX_SSE_EVENT_BYTES: u64 = 1024 * 1024;
+
+/// The whole plugin configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Opaque version label (the control plane sets it; shown in logs and usage).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Virtual keys callers present.
+    #[serde(default)]
+    pub keys: Vec<VirtualKey>,
+    /// Upstream providers (each an Envoy cluster).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    /// Public model names and where they route.
+    #[serde(default)]
+    pub models: Vec<Model>,
+    /// Size bounds.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A virtual key. Only its SHA-256 is ever stored or pushed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualKey {
+    /// Stable identifier, reported in usage records.
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key as the caller sends it.
+    pub sha256: String,
+    /// Public model names this key may use; empty means every model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// `active` or `disabled`.
+    #[serde(default)]
+    pub status: KeyStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    #[default]
+    Active,
+    Disabled,
+}
+
+/// Which API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible Chat Completions API.
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini (AI Studio) API.
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+}
+
+/// An upstream provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Unique name, referenced by model targets and reported in usage.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The Envoy cluster requests to this provider go to.
+    pub cluster: String,
+    /// The `:authority` sent upstream (e.g. `api.openai.com`).
+    pub host: String,
+    /// Path prefix the API lives under (e.g. `/v1`).
+    #[serde(default = "default_base_path")]
+    pub base_path: String,
+    /// How the provider credential is sent.
+    #[serde(default)]
+    pub auth: ProviderAuth,
+    /// Name of the environment variable holding the provider API key, exposed
+    /// to the VM through `vm_config.environment_variables.host_env_keys`.
+    /// Keys never appear in the configuration itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_base_path() -> String {
+    "/v1".to_string()
+}
+
+/// How a provider credential is attached to the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderAuth {
+    /// `Authorization: Bearer <key>` (OpenAI and compatibles).
+    #[default]
+    Bearer,
+    /// `<name>: <key>` (e.g. Anthropic `x-api-key`, Azure `api-key`,
+    /// Gemini `x-goog-api-key`).
+    Header { name: String },
+    /// No credential (a local or already-authenticated upstream).
+    None,
+}
+
+/// A public model name and its targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The name clients send in `model`.
+    pub name: String,
+    /// One or more targets, chosen by weight.
+    pub targets: Vec<Target>,
+}
+
+/// One place a model can be served from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Provider name.
+    pub provider: String,
+    /// Model name the provider knows.
+    pub model: String,
+    /// Relative weight (> 0).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Size bounds. Every buffer the filter keeps is bounded by one of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "d_req")]
+    pub max_request_body_bytes: u64,
+    #[serde(default = "d_resp")]
+    pub max_response_body_bytes: u64,
+    #[serde(default = "d_sse")]
+    pub max_sse_event_bytes: u64,
+}
+
+fn d_req() -> u64 {
+    DEFAULT_MAX_REQUEST_BODY_BYTES
+}
+fn d_resp() -> u64 {
+    DEFAULT_MAX_RESPONSE_BODY_BYTES
+}
+fn d_sse() -> u64 {
+    DEFAULT_MAX_SSE_EVENT_BYTES
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body_bytes: d_req(),
+            max_response_body_bytes: d_resp(),
+            max_sse_event_bytes: d_sse(),
+        }
+    }
+}

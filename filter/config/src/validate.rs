@@ -1,0 +1,313 @@
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::schema::*;
+
+/// One problem in a configuration, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Header names the filter manages itself; a provider may not use them for
+/// its credential.
+const RESERVED_HEADERS: &[&str] = &[
+    ":path",
+    ":authority",
+    ":method",
+    "content-length",
+    "x-sluice-cluster",
+];
+
+impl PluginConfig {
+    /// Checks references and bounds. Returns every error found.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+
+        let mut provider_names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            if p.name.is_empty() {
+                errs.push(ConfigError::new(format!("{at}.name"), "must not be empty"));
+            } else if !provider_names.insert(p.name.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate provider '{}'", p.name),
+                ));
+            }
+            if p.cluster.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{at}.cluster"),
+                    "must not be empty",
+                ));
+            }
+            if !valid_header_value(&p.cluster) {
+                errs.push(ConfigError::new(
+                    format!("{at}.cluster"),
+                    "invalid characters",
+                ));
+            }
+            if p.host.is_empty() || !valid_header_value(&p.host) {
+                errs.push(ConfigError::new(
+                    format!("{at}.host"),
+                    "must be a non-empty authority",
+                ));
+            }
+            if !p.base_path.starts_with('/') || p.base_path.contains(['?', '#']) {
+                errs.push(ConfigError::new(
+                    format!("{at}.base_path"),
+                    "must start with '/' and hold no query or fragment",
+                ));
+            }
+            match &p.auth {
+                ProviderAuth::Header { name } => {
+                    let lower = name.to_ascii_lowercase();
+                    if name.is_empty()
+                        || !name.bytes().all(is_token_byte)
+                        || RESERVED_HEADERS.contains(&lower.as_str())
+                    {
+                        errs.push(ConfigError::new(
+                            format!("{at}.auth.name"),
+                            "must be a valid, non-reserved header name",
+                        ));
+                    }
+                    if p.api_key_env.is_none() {
+                        errs.push(ConfigError::new(
+                            format!("{at}.api_key_env"),
+                            "required when auth sends a credential",
+                        ));
+                    }
+                }
+                ProviderAuth::Bearer => {
+                    if p.api_key_env.is_none() {
+                        errs.push(ConfigError::new(
+                            format!("{at}.api_key_env"),
+                            "required when auth sends a credential",
+                        ));
+                    }
+                }
+                ProviderAuth::None => {}
+            }
+            if let Some(env) = &p.api_key_env {
+                if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    errs.push(ConfigError::new(
+                        format!("{at}.api_key_env"),
+                        "must be an environment variable name",
+                    ));
+                }
+            }
+        }
+
+        let mut model_names = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}]");
+            if m.name.is_empty() {
+                errs.push(ConfigError::new(format!("{at}.name"), "must not be empty"));
+            } else if !model_names.insert(m.name.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate model '{}'", m.name),
+                ));
+            }
+            if m.targets.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{at}.targets"),
+                    "needs at least one target",
+                ));
+            }
+            for (j, t) in m.targets.iter().enumerate() {
+                let tat = format!("{at}.targets[{j}]");
+                if !provider_names.contains(t.provider.as_str()) {
+                    errs.push(ConfigError::new(
+                        format!("{tat}.provider"),
+                        format!("unknown provider '{}'", t.provider),
+                    ));
+                }
+                if t.model.is_empty() {
+                    errs.push(ConfigError::new(
+                        format!("{tat}.model"),
+                        "must not be empty",
+                    ));
+                }
+                if t.weight == 0 {
+                    errs.push(ConfigError::new(format!("{tat}.weight"), "must be > 0"));
+                }
+            }
+        }
+
+        let mut key_ids = HashSet::new();
+        let mut key_hashes = HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = format!("keys[{i}]");
+            if k.id.is_empty() {
+                errs.push(ConfigError::new(format!("{at}.id"), "must not be empty"));
+            } else if !key_ids.insert(k.id.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("duplicate key id '{}'", k.id),
+                ));
+            }
+            let hash_ok = k.sha256.len() == 64
+                && k.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hash_ok {
+                errs.push(ConfigError::new(
+                    format!("{at}.sha256"),
+                    "must be 64 lowercase hex characters (SHA-256 of the key)",
+                ));
+            } else if !key_hashes.insert(k.sha256.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.sha256"),
+                    "duplicate key hash",
+                ));
+            }
+            for (j, m) in k.models.iter().enumerate() {
+                if !model_names.contains(m.as_str()) {
+                    errs.push(ConfigError::new(
+                        format!("{at}.models[{j}]"),
+                        format!("unknown model '{m}'"),
+                    ));
+                }
+            }
+        }
+
+        let l = &self.limits;
+        for (name, v, min) in [
+            ("max_request_body_bytes", l.max_request_body_bytes, 1024),
+            ("max_response_body_bytes", l.max_response_body_bytes, 1024),
+            ("max_sse_event_bytes", l.max_sse_event_bytes, 1024),
+        ] {
+            if v < min || v > 1 << 30 {
+                errs.push(ConfigError::new(
+                    format!("limits.{name}"),
+                    format!("must be between {min} and {} bytes", 1u64 << 30),
+                ));
+            }
+        }
+
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn valid_header_value(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PluginConfig {
+        serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "k1", "name": "demo", "sha256": crate::hash_key("sk-demo")}],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "mock",
+                           "host": "mock.local", "auth": {"type": "none"}}],
+            "models": [{"name": "m", "targets": [{"provider": "mock", "model": "up"}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_sample_passes_with_defaults() {
+        let c = sample();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.providers[0].base_path, "/v1");
+        assert_eq!(c.models[0].targets[0].weight, 1);
+        assert_eq!(c.keys[0].status, KeyStatus::Active);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r = PluginConfig::from_json(br#"{"keys":[],"providerz":[]}"#);
+        let e = r.unwrap_err();
+        assert!(e[0].message.contains("unknown field"), "{e:?}");
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let mut c = sample();
+        c.models[0].targets[0].provider = "nope".into();
+        c.models[0].targets[0].weight = 0;
+        c.keys[0].sha256 = "ABC".into();
+        c.keys[0].models = vec!["ghost".into()];
+        c.providers[0].base_path = "v1".into();
+        let errs = c.validate().unwrap_err();
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "providers[0].base_path",
+                "models[0].targets[0].provider",
+                "models[0].targets[0].weight",
+                "keys[0].sha256",
+                "keys[0].models[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentialed_provider_needs_env_and_sane_header() {
+        let mut c = sample();
+        c.providers[0].auth = ProviderAuth::Header {
+            name: "content-length".into(),
+        };
+        let errs = c.validate().unwrap_err();
+        assert!(errs.iter().any(|e| e.path == "providers[0].auth.name"));
+        assert!(errs.iter().any(|e| e.path == "providers[0].api_key_env"));
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let mut c = sample();
+        c.keys.push(c.keys[0].clone());
+        c.models.push(c.models[0].clone());
+        c.providers.push(c.providers[0].clone());
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn hash_key_is_sha256_hex() {
+        assert_eq!(
+            crate::hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = sample();
+        let s = serde_json::to_vec(&c).unwrap();
+        assert_eq!(PluginConfig::from_json(&s).unwrap(), c);
+    }
+}

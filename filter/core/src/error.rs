@@ -1,0 +1,142 @@
+//! Errors the gateway itself answers with. They are dialect-neutral here and
+//! rendered in the caller's dialect at the edge (`openai::errors`, …), so a
+//! client always gets an error body its SDK understands.
+
+/// What went wrong, independent of any dialect's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    InvalidApiKey,
+    PermissionDenied,
+    ModelNotFound,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    /// The gateway cannot reach or use the provider (e.g. missing credential).
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Short machine code, also reported in usage records.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::InvalidApiKey => "invalid_api_key",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::Unavailable => "provider_unavailable",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    pub status: u16,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+impl GatewayError {
+    pub fn new(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, ErrorKind::InvalidRequest, message)
+    }
+
+    pub fn invalid_api_key(message: impl Into<String>) -> Self {
+        Self::new(401, ErrorKind::InvalidApiKey, message)
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        // Same wording for "unknown" and "not allowed for this key": a key
+        // must not be able to discover models it may not use.
+        Self::new(
+            404,
+            ErrorKind::ModelNotFound,
+            format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                truncate(model, 256)
+            ),
+        )
+        .with_param("model")
+    }
+
+    pub fn not_found(method: &str, path: &str) -> Self {
+        Self::new(
+            404,
+            ErrorKind::NotFound,
+            format!(
+                "Unknown request URL: {} {}.",
+                truncate(method, 16),
+                truncate(path, 256)
+            ),
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            405,
+            ErrorKind::MethodNotAllowed,
+            format!(
+                "Method {} is not allowed on {}.",
+                truncate(method, 16),
+                truncate(path, 256)
+            ),
+        )
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            413,
+            ErrorKind::PayloadTooLarge,
+            format!("The request body exceeds the gateway's limit of {limit} bytes."),
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, ErrorKind::Unavailable, message)
+    }
+}
+
+/// Caps request-derived text echoed in errors (on a char boundary).
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,301 @@
+//! The configuration compiled for the request path: keys indexed by digest,
+//! models by name, provider credentials resolved once at configure time.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_config::{ConfigError, KeyStatus, Limits, PluginConfig, ProviderAuth, ProviderKind};
+
+use crate::error::GatewayError;
+use crate::routing::WeightedPicker;
+
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+    /// `None`: every model.
+    pub models: Option<HashSet<String>>,
+}
+
+impl KeyEntry {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+}
+
+#[derive(Debug)]
+pub struct ProviderEntry {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub cluster: String,
+    pub host: String,
+    pub base_path: String,
+    pub credential: Credential,
+}
+
+/// The credential header to send, resolved from the VM environment.
+#[derive(Debug)]
+pub enum Credential {
+    None,
+    Header {
+        name: String,
+        value: String,
+    },
+    /// Configured but the environment variable is not set in this Envoy.
+    Missing {
+        env: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct TargetEntry {
+    pub provider: usize,
+    pub upstream_model: String,
+}
+
+#[derive(Debug)]
+pub struct ModelEntry {
+    pub name: String,
+    pub targets: Vec<TargetEntry>,
+    picker: WeightedPicker,
+}
+
+impl ModelEntry {
+    pub fn pick(&self) -> &TargetEntry {
+        // The picker only returns indices below its length, which is
+        // the number of targets; fall back to the first defensively.
+        let i = self.picker.pick();
+        self.targets.get(i).unwrap_or(&self.targets[0])
+    }
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub version: String,
+    pub limits: Limits,
+    keys: HashMap<[u8; 32], KeyEntry>,
+    models: HashMap<String, ModelEntry>,
+    /// Model names in configuration order (for `GET /v1/models`).
+    model_order: Vec<String>,
+    providers: Vec<ProviderEntry>,
+}
+
+impl Gateway {
+    /// Validates and compiles. `env` resolves provider key variables.
+    pub fn new(
+        cfg: PluginConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Gateway, Vec<ConfigError>> {
+        cfg.validate()?;
+        let mut provider_index = HashMap::new();
+        let mut providers = Vec::with_capacity(cfg.providers.len());
+        for p in cfg.providers {
+            let credential = match (&p.auth, &p.api_key_env) {
+                (ProviderAuth::None, _) | (_, None) => Credential::None,
+                (auth, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                    None => Credential::Missing { env: var.clone() },
+                    Some(secret) => match auth {
+                        ProviderAuth::Bearer => Credential::Header {
+                            name: "authorization".into(),
+                            value: format!("Bearer {secret}"),
+                        },
+                        ProviderAuth::Header { name } => Credential::Header {
+                            name: name.to_ascii_lowercase(),
+                            value: secret,
+                        },
+                        ProviderAuth::None => Credential::None,
+                    },
+                },
+            };
+            provider_index.insert(p.name.clone(), providers.len());
+            providers.push(ProviderEntry {
+                name: p.name,
+                kind: p.kind,
+                cluster: p.cluster,
+                host: p.host,
+                base_path: p.base_path.trim_end_matches('/').to_string(),
+                credential,
+            });
+        }
+        let mut models = HashMap::new();
+        let mut model_order = Vec::new();
+        for m in cfg.models {
+            let picker = WeightedPicker::new(m.targets.iter().map(|t| t.weight));
+            let targets = m
+                .targets
+                .into_iter()
+                .filter_map(|t| {
+                    Some(TargetEntry {
+                        provider: *provider_index.get(&t.provider)?,
+                        upstream_model: t.model,
+                    })
+                })
+                .collect();
+            model_order.push(m.name.clone());
+            models.insert(
+                m.name.clone(),
+                ModelEntry {
+                    name: m.name,
+                    targets,
+                    picker,
+                },
+            );
+        }
+        let mut keys = HashMap::new();
+        for k in cfg.keys {
+            let mut digest = [0u8; 32];
+            for (i, b) in digest.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&k.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
+            }
+            keys.insert(
+                digest,
+                KeyEntry {
+                    id: k.id,
+                    name: k.name,
+                    active: k.status == KeyStatus::Active,
+                    models: if k.models.is_empty() {
+                        None
+                    } else {
+                        Some(k.models.into_iter().collect())
+                    },
+                },
+            );
+        }
+        Ok(Gateway {
+            version: cfg.version,
+            limits: cfg.limits,
+            keys,
+            models,
+            model_order,
+            providers,
+        })
+    }
+
+    /// Looks up a presented key.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<&KeyEntry, GatewayError> {
+        let Some(key) = presented else {
+            return Err(GatewayError::invalid_api_key(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+            ));
+        };
+        match self.keys.get(&crate::auth::digest(key)) {
+            None => Err(GatewayError::invalid_api_key("Incorrect API key provided.")),
+            Some(k) if !k.active => Err(GatewayError::invalid_api_key(
+                "This API key has been disabled.",
+            )),
+            Some(k) => Ok(k),
+        }
+    }
+
+    /// A key by the digest it was authenticated with (active ones only).
+    pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&KeyEntry> {
+        self.keys.get(digest).filter(|k| k.active)
+    }
+
+    /// The model a key asked for, if it exists and the key may use it.
+    pub fn model_for(&self, key: &KeyEntry, name: &str) -> Result<&ModelEntry, GatewayError> {
+        match self.models.get(name) {
+            Some(m) if key.may_use(name) && !m.targets.is_empty() => Ok(m),
+            _ => Err(GatewayError::model_not_found(name)),
+        }
+    }
+
+    /// The models a key may use, in configuration order.
+    pub fn models_for<'a>(&'a self, key: &'a KeyEntry) -> impl Iterator<Item = &'a str> + 'a {
+        self.model_order
+            .iter()
+            .map(String::as_str)
+            .filter(move |m| key.may_use(m))
+    }
+
+    pub fn provider(&self, index: usize) -> Option<&ProviderEntry> {
+        self.providers.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn config() -> PluginConfig {
+        serde_json::from_value(serde_json::json!({
+            "version": "v1",
+            "keys": [
+                {"id": "k-all", "sha256": sluice_config::hash_key("sk-all")},
+                {"id": "k-one", "sha256": sluice_config::hash_key("sk-one"), "models": ["a"]},
+                {"id": "k-off", "sha256": sluice_config::hash_key("sk-off"), "status": "disabled"}
+            ],
+            "providers": [
+                {"name": "p1", "kind": "openai", "cluster": "c1", "host": "h1",
+                 "api_key_env": "P1_KEY"},
+                {"name": "p2", "kind": "openai", "cluster": "c2", "host": "h2",
+                 "base_path": "/api/v1/", "auth": {"type": "header", "name": "Api-Key"},
+                 "api_key_env": "P2_KEY"}
+            ],
+            "models": [
+                {"name": "a", "targets": [{"provider": "p1", "model": "a-up"}]},
+                {"name": "b", "targets": [{"provider": "p1", "model": "b1", "weight": 3},
+                                          {"provider": "p2", "model": "b2"}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn gw() -> Gateway {
+        Gateway::new(config(), |v| (v == "P2_KEY").then(|| "secret2".to_string())).unwrap()
+    }
+
+    #[test]
+    fn authenticates_by_hash_and_status() {
+        let g = gw();
+        assert_eq!(g.authenticate(Some("sk-all")).unwrap().id, "k-all");
+        assert_eq!(g.authenticate(Some("sk-nope")).unwrap_err().status, 401);
+        assert_eq!(g.authenticate(None).unwrap_err().status, 401);
+        let off = g.authenticate(Some("sk-off")).unwrap_err();
+        assert!(off.message.contains("disabled"));
+    }
+
+    #[test]
+    fn model_access_is_per_key() {
+        let g = gw();
+        let one = g.authenticate(Some("sk-one")).unwrap();
+        let all = g.authenticate(Some("sk-all")).unwrap();
+        assert!(g.model_for(one, "a").is_ok());
+        assert_eq!(g.model_for(one, "b").unwrap_err().status, 404);
+        assert_eq!(g.model_for(all, "zzz").unwrap_err().status, 404);
+        assert_eq!(g.models_for(one).collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(g.models_for(all).collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn credentials_resolve_from_env() {
+        let g = gw();
+        assert!(matches!(
+            &g.provider(0).unwrap().credential,
+            Credential::Missing { env } if env == "P1_KEY"
+        ));
+        match &g.provider(1).unwrap().credential {
+            Credential::Header { name, value } => {
+                assert_eq!((name.as_str(), value.as_str()), ("api-key", "secret2"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.provider(1).unwrap().base_path, "/api/v1");
+    }
+
+    #[test]
+    fn weighted_targets() {
+        let g = gw();
+        let all = g.authenticate(Some("sk-all")).unwrap();
+        let m = g.model_for(all, "b").unwrap();
+        let ups: Vec<&str> = (0..4).map(|_| m.pick().upstream_model.as_str()).collect();
+        assert_eq!(ups, vec!["b1", "b1", "b2", "b1"]);
+    }
+
+    #[test]
+    fn invalid_config_is_rejected() {
+        let mut c = config();
+        c.models[0].targets[0].provider = "ghost".into();
+        assert!(Gateway::new(c, |_| None).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Sluice gateway logic, independent of any proxy host.
+//!
+//! The proxy-wasm filter (`sluice-filter`) is a thin layer that moves bytes
+//! between Envoy and a [`flow::Flow`]; everything that decides anything lives
+//! here and is tested natively (`cargo test`) and compiled to wasm32-wasip1.
+
+pub mod auth;
+pub mod error;
+pub mod flow;
+pub mod gateway;
+pub mod json_splice;
+pub mod openai;
+pub mod routing;
+pub mod sse;
+pub mod usage;
+
+pub use sluice_config as config;

@@ -1,0 +1,194 @@
+//! proxy-wasm glue: moves headers and bodies between Envoy and a
+//! `sluice_core::flow::Flow`. No decisions are made here.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use sluice_core::config::PluginConfig;
+use sluice_core::flow::{BodyStep, Flow, HeadersStep, LocalReply, RequestHead, ResponseBodyStep};
+use sluice_core::gateway::Gateway;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+}}
+
+/// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
+const USAGE_PROPERTY: &str = "sluice_usage";
+
+struct Root {
+    gateway: Option<Rc<Gateway>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log::error!("sluice: no plugin configuration");
+            return false;
+        };
+        let compiled = PluginConfig::from_json(&bytes)
+            .and_then(|cfg| Gateway::new(cfg, |var| std::env::var(var).ok()));
+        match compiled {
+            Ok(gw) => {
+                log::info!("sluice: configuration '{}' loaded", gw.version);
+                self.gateway = Some(Rc::new(gw));
+                true
+            }
+            Err(errs) => {
+                // Returning false makes Envoy reject (NACK) the config and
+                // keep serving the last good one.
+                for e in &errs {
+                    log::error!("sluice: invalid configuration: {e}");
+                }
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            gateway: self.gateway.clone(),
+            flow: Flow::new(now_ms(self)),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    gateway: Option<Rc<Gateway>>,
+    flow: Flow,
+}
+
+fn now_ms(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Http {
+    fn reply(&self, r: LocalReply) -> Action {
+        self.send_http_response(
+            u32::from(r.status),
+            vec![("content-type", r.content_type)],
+            Some(&r.body),
+        );
+        Action::Pause
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            self.send_http_response(503, vec![], Some(b"sluice: not configured"));
+            return Action::Pause;
+        };
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let authorization = self.get_http_request_header("authorization");
+        let x_api_key = self.get_http_request_header("x-api-key");
+        let x_goog_api_key = self.get_http_request_header("x-goog-api-key");
+        let content_length = self.get_http_request_header("content-length");
+        let request_id = self.get_http_request_header("x-request-id");
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+            x_goog_api_key: x_goog_api_key.as_deref(),
+            content_length: content_length.as_deref(),
+            request_id: request_id.as_deref(),
+            end_of_stream,
+        };
+        match self.flow.on_request_headers(&gw, &head) {
+            HeadersStep::Reply(r) => self.reply(r),
+            // Needs `allow_on_headers_stop_iteration: true` in the plugin
+            // config: headers stay held (and editable) while the body arrives.
+            HeadersStep::ReadBody => Action::Pause,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return Action::Continue;
+        };
+        let body = if end_of_stream {
+            self.get_http_request_body(0, body_size)
+        } else {
+            None
+        };
+        match self
+            .flow
+            .on_request_body(&gw, body_size, end_of_stream, move || body)
+        {
+            BodyStep::Wait => Action::Pause,
+            BodyStep::Reply(r) => self.reply(r),
+            BodyStep::Forward(f) => {
+                for name in f.remove {
+                    self.set_http_request_header(name, None);
+                }
+                for (name, value) in &f.set {
+                    self.set_http_request_header(name, Some(value));
+                }
+                self.set_http_request_body(0, body_size, &f.body);
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return Action::Continue;
+        };
+        let status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = self.get_http_response_header("content-type");
+        if self
+            .flow
+            .on_response_headers(&gw, status, content_type.as_deref())
+        {
+            // The body will be rewritten: a stale length would truncate it.
+            self.set_http_response_header("content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return Action::Continue;
+        };
+        let body = if body_size > 0 && self.flow.needs_response_bytes(end_of_stream) {
+            self.get_http_response_body(0, body_size)
+        } else {
+            None
+        };
+        let now = now_ms(self);
+        match self
+            .flow
+            .on_response_body(&gw, body_size, end_of_stream, now, move || body)
+        {
+            ResponseBodyStep::Pass => Action::Continue,
+            ResponseBodyStep::Wait => Action::Pause,
+            ResponseBodyStep::Replace(bytes) => {
+                self.set_http_response_body(0, body_size, &bytes);
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_log(&mut self) {
+        let record = self.flow.finish(now_ms(self));
+        self.set_property(vec![USAGE_PROPERTY], Some(&record));
+    }
+}
