@@ -87,10 +87,7 @@ fn scan(buf: &[u8], eof: bool, on_event: &mut impl FnMut(SseEvent<'_>)) -> usize
     let mut event_start = 0;
     let mut pos = 0;
     let mut ev = Partial::default();
-    loop {
-        let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[pos..]) else {
-            break;
-        };
+    while let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
         let line_end = pos + rel;
         let next = if buf[line_end] == b'\r' {
             match buf.get(line_end + 1) {

@@ -1,0 +1,50 @@
+# Sluice: `make run` (demo gateway) and `make test` (everything).
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+WASM := target/wasm32-wasip1/wasm/sluice_filter.wasm
+MOCK := target/release/sluice-mock-provider
+WASM_RUNNER := node --no-warnings $(CURDIR)/scripts/wasm-test-runner.mjs
+
+.PHONY: deps build wasm mock run test lint unit wasm-unit e2e bench bench-micro clean
+
+deps:
+	@scripts/ensure-deps.sh
+
+wasm: deps
+	$(CARGO) build --profile wasm --target wasm32-wasip1 -p sluice-filter
+
+mock:
+	$(CARGO) build --release -p sluice-mock-provider
+
+build: wasm mock
+
+## Envoy + Sluice + mock provider on 127.0.0.1:$${SLUICE_PORT:-10000}.
+run: build
+	$(PYTHON) envoy/launch.py run
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p sluice-filter --target wasm32-wasip1 -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+## The host-independent crates' unit tests, compiled to wasm32-wasip1 and run on V8.
+wasm-unit: deps
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_RUNNER)" \
+	  $(CARGO) test --target wasm32-wasip1 -p sluice-config -p sluice-core
+
+e2e: build
+	$(PYTHON) -m pytest -q tests/e2e
+
+test: deps lint unit wasm-unit e2e
+
+bench: deps build
+	@scripts/ensure-deps.sh bench
+	$(PYTHON) tests/bench/loadbench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

