@@ -91,9 +91,10 @@ def render_bootstrap(*, config: dict, listen_port: int, admin_port: int, mock_po
     )
 
 
-def render_plain(*, listen_port: int, admin_port: int, mock_port: int) -> str:
+def render_plain(*, listen_port: int, admin_port: int, mock_port: int, access_log: Path) -> str:
     return load_template("plain.yaml.tmpl").substitute(
-        ADMIN_PORT=admin_port, LISTEN_PORT=listen_port, MOCK_PORT=mock_port)
+        ADMIN_PORT=admin_port, LISTEN_PORT=listen_port, MOCK_PORT=mock_port,
+        ACCESS_LOG=json.dumps(str(access_log)))
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str) -> None:

@@ -103,6 +103,11 @@ fn main() {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
+        // TCP_NODELAY: stream frames leave as written, like a real
+        // provider's; without it Nagle holds small frames for an ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
