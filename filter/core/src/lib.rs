@@ -4,14 +4,18 @@
 //! between Envoy and a [`flow::Flow`]; everything that decides anything lives
 //! here and is tested natively (`cargo test`) and compiled to wasm32-wasip1.
 
+pub mod anthropic;
 pub mod auth;
+pub mod canonical;
 pub mod error;
 pub mod flow;
 pub mod gateway;
+pub mod gemini;
 pub mod json_splice;
 pub mod openai;
 pub mod routing;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use sluice_config as config;

@@ -1,0 +1,13 @@
+//! The Anthropic Messages dialect.
+
+pub mod request;
+pub mod response;
+pub mod stream;
+pub mod types;
+
+/// `max_tokens` sent to Anthropic when the caller gave none (Anthropic
+/// requires it; OpenAI and Gemini callers often omit it).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// API version header sent on translated requests.
+pub const API_VERSION: &str = "2023-06-01";

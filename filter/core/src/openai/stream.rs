@@ -1,0 +1,368 @@
+//! OpenAI Chat Completions streams: chunks → canonical events (decoder) and
+//! canonical events → chunks (encoder), one event at a time.
+
+use serde::Serialize;
+
+use crate::canonical::{ErrorClass, FinishReason, ProviderError, StreamEvent};
+use crate::openai::response::{usage_from, usage_to};
+use crate::openai::types::{self, Chunk};
+use crate::sse::SseEvent;
+use crate::usage::TokenUsage;
+
+/// Pending argument text per tool index before its name arrived is bounded.
+const MAX_PENDING_ARGS: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+pub struct Decoder {
+    started: bool,
+    /// Per tool index: started, and arguments seen before the start.
+    tools: Vec<(bool, String)>,
+    finished: bool,
+    done: bool,
+}
+
+impl Decoder {
+    pub fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
+        let Some(data) = ev.data.as_deref() else {
+            return;
+        };
+        if data == b"[DONE]" {
+            self.done = true;
+            out.push(StreamEvent::Done);
+            return;
+        }
+        let chunk: Chunk = match serde_json::from_slice(data) {
+            Ok(c) => c,
+            Err(_) => {
+                out.push(StreamEvent::Error(ProviderError {
+                    status: 502,
+                    kind: ErrorClass::Server,
+                    message: "The provider sent a malformed stream event.".into(),
+                }));
+                return;
+            }
+        };
+        if let Some(e) = chunk.error {
+            out.push(StreamEvent::Error(ProviderError {
+                status: 500,
+                kind: ErrorClass::Server,
+                message: e.message.unwrap_or_else(|| "provider stream error".into()),
+            }));
+            return;
+        }
+        if !self.started && (!chunk.id.is_empty() || !chunk.choices.is_empty()) {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.clone(),
+                model: chunk.model.clone(),
+            });
+        }
+        for choice in chunk.choices {
+            if let Some(d) = choice.delta {
+                if let Some(r) = d
+                    .reasoning_content
+                    .or(d.reasoning)
+                    .filter(|s| !s.is_empty())
+                {
+                    out.push(StreamEvent::Thinking(r));
+                }
+                if let Some(t) = d.content.filter(|s| !s.is_empty()) {
+                    out.push(StreamEvent::Text(t));
+                }
+                for (pos, tc) in d.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                    self.tool_delta(tc, pos, out);
+                }
+            }
+            if let Some(f) = choice.finish_reason.filter(|s| !s.is_empty()) {
+                self.finished = true;
+                out.push(StreamEvent::Finish {
+                    reason: FinishReason::from_openai(&f),
+                    stop_sequence: None,
+                });
+            }
+        }
+        if let Some(u) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
+            out.push(StreamEvent::Usage(usage_from(&u)));
+        }
+    }
+
+    fn tool_delta(&mut self, tc: types::ToolCallDelta, pos: usize, out: &mut Vec<StreamEvent>) {
+        let index = tc.index.unwrap_or(pos);
+        if index > 1024 {
+            return; // not a real response; refuse to grow state
+        }
+        if self.tools.len() <= index {
+            self.tools.resize_with(index + 1, Default::default);
+        }
+        let (name, args) = match tc.function {
+            Some(f) => (
+                f.name.filter(|n| !n.is_empty()),
+                f.arguments.unwrap_or_default(),
+            ),
+            None => (None, String::new()),
+        };
+        let slot = &mut self.tools[index];
+        if !slot.0 {
+            if let Some(name) = name {
+                slot.0 = true;
+                // Some providers send "" ids on later deltas; only a
+                // non-empty id on the first delta counts.
+                let id = tc
+                    .id
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| crate::canonical::synthesized_call_id(index, &name));
+                out.push(StreamEvent::ToolCallStart { index, id, name });
+                let pending = std::mem::take(&mut slot.1);
+                if !pending.is_empty() {
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        fragment: pending,
+                    });
+                }
+            } else {
+                if slot.1.len() + args.len() <= MAX_PENDING_ARGS {
+                    slot.1.push_str(&args);
+                }
+                return;
+            }
+        }
+        if !args.is_empty() {
+            out.push(StreamEvent::ToolCallArgs {
+                index,
+                fragment: args,
+            });
+        }
+    }
+
+    /// End of the upstream byte stream.
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        if !self.done {
+            self.done = true;
+            if !self.finished {
+                out.push(StreamEvent::Error(ProviderError {
+                    status: 502,
+                    kind: ErrorClass::Server,
+                    message: "The provider's stream ended before the response was complete.".into(),
+                }));
+            }
+            out.push(StreamEvent::Done);
+        }
+    }
+}
+
+// ---- encoder ----
+
+#[derive(Serialize)]
+struct OutChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [OutChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<types::Usage>,
+}
+
+#[derive(Serialize)]
+struct OutChoice<'a> {
+    index: u32,
+    delta: OutDelta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct OutDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[OutToolDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct OutToolDelta<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Debug)]
+pub struct Encoder {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    started: bool,
+    usage: Option<TokenUsage>,
+    closed: bool,
+}
+
+impl Encoder {
+    pub fn new(model: &str, created: u64, include_usage: bool) -> Self {
+        Encoder {
+            id: String::new(),
+            model: model.to_string(),
+            created,
+            include_usage,
+            started: false,
+            usage: None,
+            closed: false,
+        }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: OutDelta<'_>, finish: Option<&'static str>) {
+        let choices = [OutChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        }];
+        self.write(out, &choices, None);
+    }
+
+    fn write(&self, out: &mut Vec<u8>, choices: &[OutChoice<'_>], usage: Option<types::Usage>) {
+        let c = OutChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
+        out.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut *out, &c);
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            if self.id.is_empty() {
+                self.id = format!("chatcmpl-sluice-{}", self.created);
+            }
+            self.chunk(
+                out,
+                OutDelta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    ..OutDelta::default()
+                },
+                None,
+            );
+        }
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        match ev {
+            StreamEvent::Start { id, .. } => {
+                if !self.started && !id.is_empty() {
+                    self.id = if id.starts_with("chatcmpl") {
+                        id.clone()
+                    } else {
+                        format!("chatcmpl-{id}")
+                    };
+                }
+                self.ensure_started(out);
+            }
+            StreamEvent::Text(t) => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    OutDelta {
+                        content: Some(t),
+                        ..OutDelta::default()
+                    },
+                    None,
+                );
+            }
+            StreamEvent::Thinking(t) => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    OutDelta {
+                        reasoning_content: Some(t),
+                        ..OutDelta::default()
+                    },
+                    None,
+                );
+            }
+            StreamEvent::ThinkingSignature(_) => {}
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    OutDelta {
+                        tool_calls: Some([OutToolDelta {
+                            index: *index,
+                            id: Some(id),
+                            kind: Some("function"),
+                            function: OutFunction {
+                                name: Some(name),
+                                arguments: "",
+                            },
+                        }]),
+                        ..OutDelta::default()
+                    },
+                    None,
+                );
+            }
+            StreamEvent::ToolCallArgs { index, fragment } => {
+                self.ensure_started(out);
+                self.chunk(
+                    out,
+                    OutDelta {
+                        tool_calls: Some([OutToolDelta {
+                            index: *index,
+                            id: None,
+                            kind: None,
+                            function: OutFunction {
+                                name: None,
+                                arguments: fragment,
+                            },
+                        }]),
+                        ..OutDelta::default()
+                    },
+                    None,
+                );
+            }
+            StreamEvent::Finish { reason, .. } => {
+                self.ensure_started(out);
+                self.chunk(out, OutDelta::default(), Some(reason.openai()));
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Error(e) => {
+                let (_, body) = crate::openai::response::encode_error(e);
+                crate::sse::write_event(out, None, &body);
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.closed = true;
+            }
+            StreamEvent::Done => {
+                if self.include_usage {
+                    if let Some(u) = self.usage {
+                        self.ensure_started(out);
+                        self.write(out, &[], Some(usage_to(&u)));
+                    }
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.closed = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Stream translation: upstream SSE bytes → canonical events → client SSE
+//! bytes, flushed per upstream event so time to first token is kept.
+
+use crate::canonical::{Dialect, StreamEvent};
+use crate::sse::SseParser;
+use crate::usage::TokenUsage;
+use crate::{anthropic, gemini, openai};
+
+#[derive(Debug)]
+pub enum Decoder {
+    OpenAi(openai::stream::Decoder),
+    Anthropic(anthropic::stream::Decoder),
+    Gemini(gemini::stream::Decoder),
+}
+
+#[derive(Debug)]
+pub enum Encoder {
+    OpenAi(openai::stream::Encoder),
+    Anthropic(anthropic::stream::Encoder),
+    Gemini(gemini::stream::Encoder),
+}
+
+impl Decoder {
+    pub fn for_provider(d: Dialect) -> Self {
+        match d {
+            Dialect::OpenAi => Decoder::OpenAi(Default::default()),
+            Dialect::Anthropic => Decoder::Anthropic(Default::default()),
+            Dialect::Gemini => Decoder::Gemini(Default::default()),
+        }
+    }
+}
+
+impl Encoder {
+    /// `model`: the name the client asked for; `created`: unix seconds;
+    /// `include_usage`: an OpenAI client asked for the usage chunk.
+    pub fn for_client(d: Dialect, model: &str, created: u64, include_usage: bool) -> Self {
+        match d {
+            Dialect::OpenAi => {
+                Encoder::OpenAi(openai::stream::Encoder::new(model, created, include_usage))
+            }
+            Dialect::Anthropic => Encoder::Anthropic(anthropic::stream::Encoder::new(model)),
+            Dialect::Gemini => Encoder::Gemini(gemini::stream::Encoder::new(model)),
+        }
+    }
+
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(ev, out),
+            Encoder::Anthropic(e) => e.encode(ev, out),
+            Encoder::Gemini(e) => e.encode(ev, out),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamTranslator {
+    parser: SseParser,
+    decoder: Decoder,
+    encoder: Encoder,
+    /// Reused between callbacks: no allocation per event once warm.
+    events: Vec<StreamEvent>,
+    pub usage: Option<TokenUsage>,
+    /// A provider error event was seen.
+    pub errored: bool,
+    finished: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(max_event_bytes: usize, decoder: Decoder, encoder: Encoder) -> Self {
+        StreamTranslator {
+            parser: SseParser::new(max_event_bytes),
+            decoder,
+            encoder,
+            events: Vec::with_capacity(8),
+            usage: None,
+            errored: false,
+            finished: false,
+        }
+    }
+
+    /// Translates one upstream chunk; returns the bytes for the client.
+    pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        if self.finished {
+            return out;
+        }
+        let decoder = &mut self.decoder;
+        let events = &mut self.events;
+        let res = self.parser.feed(chunk, end_of_stream, |ev| match decoder {
+            Decoder::OpenAi(d) => d.decode(&ev, events),
+            Decoder::Anthropic(d) => d.decode(&ev, events),
+            Decoder::Gemini(d) => d.decode(&ev, events),
+        });
+        if let Err(e) = res {
+            self.events
+                .push(StreamEvent::Error(crate::canonical::ProviderError {
+                    status: 502,
+                    kind: crate::canonical::ErrorClass::Server,
+                    message: format!(
+                        "The provider sent a stream event larger than {} bytes.",
+                        e.limit
+                    ),
+                }));
+            self.events.push(StreamEvent::Done);
+        } else if end_of_stream {
+            match &mut self.decoder {
+                Decoder::OpenAi(d) => d.finish(&mut self.events),
+                Decoder::Anthropic(d) => d.finish(&mut self.events),
+                Decoder::Gemini(d) => d.finish(&mut self.events),
+            }
+        }
+        for ev in self.events.drain(..) {
+            match &ev {
+                StreamEvent::Usage(u) => self.usage = Some(*u),
+                StreamEvent::Error(_) => self.errored = true,
+                _ => {}
+            }
+            if self.finished {
+                continue;
+            }
+            self.encoder.encode(&ev, &mut out);
+            if matches!(ev, StreamEvent::Done | StreamEvent::Error(_)) {
+                // Error events end the client stream too (the encoder writes
+                // its dialect's terminator).
+                self.finished = matches!(ev, StreamEvent::Done) || self.errored;
+            }
+        }
+        out
+    }
+}
