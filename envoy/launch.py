@@ -38,6 +38,15 @@ REAL_PROVIDERS = [
      {"name": "openai", "kind": "openai", "cluster": "openai", "host": "api.openai.com",
       "base_path": "/v1", "auth": {"type": "bearer"}, "api_key_env": "OPENAI_API_KEY"},
      "api.openai.com", ["gpt-4o-mini", "gpt-4.1-mini", "gpt-4o"]),
+    ("ANTHROPIC_API_KEY",
+     {"name": "anthropic", "kind": "anthropic", "cluster": "anthropic", "host": "api.anthropic.com",
+      "auth": {"type": "header", "name": "x-api-key"}, "api_key_env": "ANTHROPIC_API_KEY"},
+     "api.anthropic.com", ["claude-sonnet-4-5", "claude-haiku-4-5"]),
+    ("GEMINI_API_KEY",
+     {"name": "gemini", "kind": "gemini", "cluster": "gemini",
+      "host": "generativelanguage.googleapis.com",
+      "auth": {"type": "header", "name": "x-goog-api-key"}, "api_key_env": "GEMINI_API_KEY"},
+     "generativelanguage.googleapis.com", ["gemini-2.5-flash", "gemini-2.5-pro"]),
 ]
 REAL_CLUSTERS = [
     ("openai", "api.openai.com"),

@@ -69,6 +69,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    pub fn default_base_path(self) -> &'static str {
+        match self {
+            ProviderKind::Openai | ProviderKind::Anthropic => "/v1",
+            ProviderKind::Gemini => "/v1beta",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
@@ -89,9 +96,11 @@ pub struct Provider {
     pub cluster: String,
     /// The `:authority` sent upstream (e.g. `api.openai.com`).
     pub host: String,
-    /// Path prefix the API lives under (e.g. `/v1`).
-    #[serde(default = "default_base_path")]
-    pub base_path: String,
+    /// Path prefix the API lives under. Default per kind: `/v1` (openai,
+    /// anthropic), `/v1beta` (gemini). Vertex AI is the gemini kind with
+    /// `/v1/projects/P/locations/L/publishers/google`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
     /// How the provider credential is sent.
     #[serde(default)]
     pub auth: ProviderAuth,
@@ -100,10 +109,6 @@ pub struct Provider {
     /// Keys never appear in the configuration itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
-}
-
-fn default_base_path() -> String {
-    "/v1".to_string()
 }
 
 /// How a provider credential is attached to the upstream request.

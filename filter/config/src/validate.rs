@@ -73,7 +73,8 @@ impl PluginConfig {
                     "must be a non-empty authority",
                 ));
             }
-            if !p.base_path.starts_with('/') || p.base_path.contains(['?', '#']) {
+            let base = p.base_path.as_deref().unwrap_or("/");
+            if !base.starts_with('/') || base.contains(['?', '#']) {
                 errs.push(ConfigError::new(
                     format!("{at}.base_path"),
                     "must start with '/' and hold no query or fragment",
@@ -240,7 +241,7 @@ mod tests {
     fn valid_sample_passes_with_defaults() {
         let c = sample();
         assert!(c.validate().is_ok());
-        assert_eq!(c.providers[0].base_path, "/v1");
+        assert_eq!(c.providers[0].base_path, None);
         assert_eq!(c.models[0].targets[0].weight, 1);
         assert_eq!(c.keys[0].status, KeyStatus::Active);
         assert_eq!(c.limits, Limits::default());
@@ -260,7 +261,7 @@ mod tests {
         c.models[0].targets[0].weight = 0;
         c.keys[0].sha256 = "ABC".into();
         c.keys[0].models = vec!["ghost".into()];
-        c.providers[0].base_path = "v1".into();
+        c.providers[0].base_path = Some("v1".into());
         let errs = c.validate().unwrap_err();
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

@@ -36,6 +36,23 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// The provider-error vocabulary, for rendering in other dialects.
+    pub fn class(self) -> crate::canonical::ErrorClass {
+        use crate::canonical::ErrorClass as C;
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => C::InvalidRequest,
+            ErrorKind::InvalidApiKey => C::Authentication,
+            ErrorKind::PermissionDenied => C::PermissionDenied,
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => C::NotFound,
+            ErrorKind::PayloadTooLarge => C::RequestTooLarge,
+            ErrorKind::RateLimited => C::RateLimited,
+            ErrorKind::Unavailable => C::Overloaded,
+            ErrorKind::Internal => C::Server,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {
     pub status: u16,
@@ -115,6 +132,22 @@ impl GatewayError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, ErrorKind::Unavailable, message)
+    }
+}
+
+impl GatewayError {
+    /// The error body in the caller's dialect.
+    pub fn render(&self, dialect: crate::canonical::Dialect) -> Vec<u8> {
+        use crate::canonical::Dialect;
+        match dialect {
+            Dialect::OpenAi => crate::openai::errors::render(self),
+            Dialect::Anthropic => {
+                crate::anthropic::response::error_body(self.kind.class(), &self.message)
+            }
+            Dialect::Gemini => {
+                crate::gemini::response::error_body(self.status, self.kind.class(), &self.message)
+            }
+        }
     }
 }
 

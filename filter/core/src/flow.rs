@@ -4,18 +4,30 @@
 //! `Flow`, and applies what the flow answers (reply locally, rewrite headers
 //! and body, pause, pass). Nothing here calls the host, so every path is
 //! unit-tested natively and under a wasm runtime.
+//!
+//! A request arrives in one of three client dialects and goes to a provider
+//! of one of three kinds. Same dialect: passthrough, only `model` (and the
+//! usage option) touched. Different: decode to the canonical model, encode
+//! for the provider, and translate the response back event by event.
 
 use std::borrow::Cow;
 
 use crate::auth::{presented_key, CLIENT_KEY_HEADERS};
+use crate::canonical::{Dialect, Request};
 use crate::error::GatewayError;
-use crate::gateway::{Credential, Gateway};
-use crate::openai;
+use crate::gateway::{Credential, Gateway, KeyEntry};
+use crate::openai::chat_request::ChatRequest;
 use crate::sse::SseParser;
+use crate::translate::stream::{Decoder, Encoder, StreamTranslator};
+use crate::translate::usage_probe::{self, StreamMeter};
+use crate::translate::Warnings;
 use crate::usage::{TokenUsage, UsageRecord, RECORD_VERSION};
+use crate::{anthropic, gemini, openai};
 
 /// Header the route uses (`cluster_header`) to pick the upstream cluster.
 pub const CLUSTER_HEADER: &str = "x-sluice-cluster";
+/// Response header listing what a translation could not carry over.
+pub const WARNINGS_HEADER: &str = "x-sluice-warnings";
 
 /// The request headers the flow looks at.
 #[derive(Debug, Default, Clone, Copy)]
@@ -25,6 +37,7 @@ pub struct RequestHead<'a> {
     pub authorization: Option<&'a str>,
     pub x_api_key: Option<&'a str>,
     pub x_goog_api_key: Option<&'a str>,
+    pub anthropic_version: Option<&'a str>,
     pub content_length: Option<&'a str>,
     pub request_id: Option<&'a str>,
     /// The request has no body (headers carried end of stream).
@@ -63,14 +76,27 @@ pub enum BodyStep<'a> {
     Forward(Forward<'a>),
 }
 
+/// What to do with the response headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// Drop `content-length`: the body will be rewritten.
+    pub remove_content_length: bool,
+    pub set: Vec<(&'static str, String)>,
+    /// Hold the headers until the body is complete (a translated non-stream
+    /// response may still change its status).
+    pub hold: bool,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ResponseBodyStep {
     /// Send the chunk as it is.
     Pass,
     /// Buffer: the whole body is needed.
     Wait,
-    /// Send these bytes instead of the chunk.
+    /// Send these bytes instead of the chunk (or the buffered body).
     Replace(Vec<u8>),
+    /// Replace the whole buffered body and set the (held) status.
+    ReplaceWithStatus(u16, Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,17 +110,52 @@ enum Phase {
 #[derive(Debug)]
 enum ResponseMode {
     Unknown,
-    /// Non-stream: buffer for usage, pass unchanged.
-    Buffer,
     /// Too large to meter, or not ours to read: pass through.
     Pass,
-    Stream(StreamState),
+    /// Non-stream: buffer, meter, and translate if needed.
+    Buffer,
+    /// Passthrough stream, metered event by event.
+    StreamPass {
+        parser: SseParser,
+        meter: StreamMeter,
+        strip_usage_chunk: bool,
+    },
+    StreamTranslate(Box<StreamTranslator>),
 }
 
-#[derive(Debug)]
-struct StreamState {
-    parser: SseParser,
-    strip_usage_chunk: bool,
+/// How the request reached its provider.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    client: Dialect,
+    provider: Dialect,
+}
+
+impl Route {
+    fn translating(self) -> bool {
+        self.client != self.provider
+    }
+}
+
+/// Which client endpoint a request hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    OpenAiChat,
+    AnthropicMessages,
+    /// Gemini carries the model and stream-ness in the URL.
+    Gemini {
+        model: String,
+        stream: bool,
+    },
+}
+
+impl Endpoint {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Endpoint::OpenAiChat => Dialect::OpenAi,
+            Endpoint::AnthropicMessages => Dialect::Anthropic,
+            Endpoint::Gemini { .. } => Dialect::Gemini,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -103,11 +164,18 @@ pub struct Flow {
     phase: Phase,
     mode: ResponseMode,
     record: UsageRecord,
+    client: Dialect,
+    endpoint: Option<Endpoint>,
+    route: Option<Route>,
+    public_model: String,
     client_wants_usage: bool,
     usage: Option<TokenUsage>,
+    warnings: Warnings,
     /// Digest of the authenticated key (looked up again in the body phase
     /// in the same `Gateway` the request started with).
     key_digest: Option<[u8; 32]>,
+    /// An Anthropic client sent no `anthropic-version` (e.g. plain curl).
+    client_anthropic_version_missing: bool,
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
@@ -123,6 +191,38 @@ const UPSTREAM_REMOVE: &[&str] = &[
     "accept-encoding",
 ];
 
+/// Also removed when an Anthropic client's request goes to another kind.
+const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
+    CLIENT_KEY_HEADERS[0],
+    CLIENT_KEY_HEADERS[1],
+    CLIENT_KEY_HEADERS[2],
+    "content-length",
+    "transfer-encoding",
+    "accept-encoding",
+    "anthropic-version",
+    "anthropic-beta",
+];
+
+/// `key=` in a query string (Gemini SDKs may authenticate that way).
+fn query_key(path: &str) -> Option<&str> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| kv.strip_prefix("key="))
+}
+
+fn query_has(path: &str, param: &str) -> bool {
+    path.split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv == param))
+}
+
+/// `/v1beta/models/M:action` or `/v1/models/M:action`.
+fn gemini_endpoint(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, action) = rest.rsplit_once(':')?;
+    (!model.is_empty() && !model.contains('/')).then_some((model, action))
+}
+
 impl Flow {
     pub fn new(now_ms: u64) -> Self {
         Flow {
@@ -135,9 +235,15 @@ impl Flow {
                 usage_source: "none",
                 ..UsageRecord::default()
             },
+            client: Dialect::OpenAi,
+            endpoint: None,
+            route: None,
+            public_model: String::new(),
             client_wants_usage: false,
             usage: None,
+            warnings: Warnings::default(),
             key_digest: None,
+            client_anthropic_version_missing: true,
         }
     }
 
@@ -148,7 +254,7 @@ impl Flow {
         LocalReply {
             status: err.status,
             content_type: "application/json",
-            body: openai::errors::render(&err),
+            body: err.render(self.client),
         }
     }
 
@@ -165,52 +271,113 @@ impl Flow {
     pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
         self.record.request_id = head.request_id.unwrap_or_default().to_string();
         self.record.config_version.clone_from(&gw.version);
+        self.client_anthropic_version_missing = head.anthropic_version.is_none();
         let path = head.path.split(['?', '#']).next().unwrap_or_default();
-        let presented = presented_key(head.authorization, head.x_api_key, head.x_goog_api_key);
+        let gemini = gemini_endpoint(path);
+        // Errors before routing use the dialect the path implies.
+        self.client = if path == "/v1/messages" || head.anthropic_version.is_some() {
+            Dialect::Anthropic
+        } else if gemini.is_some() || path.starts_with("/v1beta/") {
+            Dialect::Gemini
+        } else {
+            Dialect::OpenAi
+        };
+        self.record.client_dialect = self.client.as_str();
+        let presented = presented_key(head.authorization, head.x_api_key, head.x_goog_api_key)
+            .or_else(|| query_key(head.path));
         let key = match gw.authenticate(presented) {
             Ok(k) => k,
             Err(e) => return HeadersStep::Reply(self.reply_error(e)),
         };
         self.key_digest = presented.map(crate::auth::digest);
         self.record.key_id = Some(key.id.clone());
-        match (head.method, path) {
-            ("POST", "/v1/chat/completions") => {
-                let limit = gw.limits.max_request_body_bytes;
-                let declared = head
-                    .content_length
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if declared.is_some_and(|n| n > limit) {
-                    return HeadersStep::Reply(
-                        self.reply_error(GatewayError::payload_too_large(limit)),
-                    );
-                }
-                if head.end_of_stream {
+        let endpoint = match (head.method, path, gemini) {
+            ("POST", "/v1/chat/completions", _) => Endpoint::OpenAiChat,
+            ("POST", "/v1/messages", _) => Endpoint::AnthropicMessages,
+            ("POST", _, Some((model, "generateContent"))) => Endpoint::Gemini {
+                model: model.to_string(),
+                stream: false,
+            },
+            ("POST", _, Some((model, "streamGenerateContent"))) => {
+                if !query_has(head.path, "alt=sse") {
                     return HeadersStep::Reply(self.reply_error(GatewayError::invalid_request(
-                        "The request body must be a JSON object.",
+                        "streamGenerateContent is served as server-sent events only: add ?alt=sse.",
                     )));
                 }
-                HeadersStep::ReadBody
-            }
-            ("GET", "/v1/models") => {
-                let data: Vec<_> = gw.models_for(key).map(model_object).collect();
-                let body = serde_json::json!({"object": "list", "data": data});
-                HeadersStep::Reply(self.reply_ok(body.to_string().into_bytes()))
-            }
-            ("GET", p) if p.starts_with("/v1/models/") => {
-                let name = &p["/v1/models/".len()..];
-                match gw.model_for(key, name) {
-                    Ok(m) => {
-                        let body = model_object(&m.name).to_string().into_bytes();
-                        HeadersStep::Reply(self.reply_ok(body))
-                    }
-                    Err(e) => HeadersStep::Reply(self.reply_error(e)),
+                Endpoint::Gemini {
+                    model: model.to_string(),
+                    stream: true,
                 }
             }
-            (m, "/v1/chat/completions" | "/v1/models") => {
-                HeadersStep::Reply(self.reply_error(GatewayError::method_not_allowed(m, path)))
+            ("GET", "/v1/models", _) => {
+                return HeadersStep::Reply(self.reply_ok(self.models_list(gw, key)))
             }
-            (m, p) => HeadersStep::Reply(self.reply_error(GatewayError::not_found(m, p))),
+            ("GET", "/v1beta/models", _) => {
+                return HeadersStep::Reply(self.reply_ok(self.models_list(gw, key)))
+            }
+            ("GET", p, _) if p.starts_with("/v1/models/") || p.starts_with("/v1beta/models/") => {
+                let name = p.rsplit('/').next().unwrap_or_default();
+                return HeadersStep::Reply(match gw.model_for(key, name) {
+                    Ok(m) => {
+                        let body = self.model_object(&m.name).to_string().into_bytes();
+                        self.reply_ok(body)
+                    }
+                    Err(e) => self.reply_error(e),
+                });
+            }
+            (m, "/v1/chat/completions" | "/v1/messages" | "/v1/models", _) => {
+                return HeadersStep::Reply(
+                    self.reply_error(GatewayError::method_not_allowed(m, path)),
+                )
+            }
+            (m, p, _) => {
+                return HeadersStep::Reply(self.reply_error(GatewayError::not_found(m, p)))
+            }
+        };
+        self.client = endpoint.dialect();
+        self.record.client_dialect = self.client.as_str();
+        self.endpoint = Some(endpoint);
+        let limit = gw.limits.max_request_body_bytes;
+        let declared = head
+            .content_length
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return HeadersStep::Reply(self.reply_error(GatewayError::payload_too_large(limit)));
         }
+        if head.end_of_stream {
+            return HeadersStep::Reply(self.reply_error(GatewayError::invalid_request(
+                "The request body must be a JSON object.",
+            )));
+        }
+        HeadersStep::ReadBody
+    }
+
+    fn model_object(&self, name: &str) -> serde_json::Value {
+        match self.client {
+            Dialect::OpenAi => {
+                serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
+            }
+            Dialect::Anthropic => serde_json::json!({"type": "model", "id": name,
+                "display_name": name, "created_at": "1970-01-01T00:00:00Z"}),
+            Dialect::Gemini => serde_json::json!({"name": format!("models/{name}"),
+                "displayName": name,
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]}),
+        }
+    }
+
+    /// `GET /v1/models` in the caller's dialect: the models this key may use.
+    fn models_list(&self, gw: &Gateway, key: &KeyEntry) -> Vec<u8> {
+        let data: Vec<_> = gw.models_for(key).map(|m| self.model_object(m)).collect();
+        let body = match self.client {
+            Dialect::OpenAi => serde_json::json!({"object": "list", "data": data}),
+            Dialect::Anthropic => {
+                let first = data.first().map(|m| m["id"].clone());
+                let last = data.last().map(|m| m["id"].clone());
+                serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
+            }
+            Dialect::Gemini => serde_json::json!({"models": data}),
+        };
+        body.to_string().into_bytes()
     }
 
     /// `read` returns the whole buffered body (`body_size` bytes).
@@ -232,7 +399,7 @@ impl Flow {
             return BodyStep::Wait;
         }
         let body = read().unwrap_or_default();
-        match self.route_chat(gw, &body) {
+        match self.route_request(gw, &body) {
             Ok(f) => {
                 self.phase = Phase::Upstream;
                 BodyStep::Forward(f)
@@ -241,32 +408,95 @@ impl Flow {
         }
     }
 
-    fn route_chat<'g>(
+    fn route_request<'g>(
         &mut self,
         gw: &'g Gateway,
         body: &[u8],
     ) -> Result<Forward<'g>, GatewayError> {
-        let req = openai::chat_request::ChatRequest::parse(body)?;
-        self.record.stream = req.stream;
-        self.record.model = Some(req.model.to_string());
+        let endpoint = self
+            .endpoint
+            .clone()
+            .ok_or_else(|| GatewayError::invalid_request("no endpoint"))?;
+        // The cheap probe (borrowed `model`/`stream`) serves passthrough and
+        // tells us the model before committing to a full parse.
+        let probe = match &endpoint {
+            Endpoint::Gemini { .. } => {
+                if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                    return Err(GatewayError::invalid_request(
+                        "The request body must be a JSON object.",
+                    ));
+                }
+                None
+            }
+            _ => Some(ChatRequest::parse(body)?),
+        };
+        let (model_name, stream) = match (&endpoint, &probe) {
+            (Endpoint::Gemini { model, stream }, _) => (model.clone(), *stream),
+            (_, Some(p)) => (p.model.to_string(), p.stream),
+            _ => return Err(GatewayError::invalid_request("missing model")),
+        };
+        self.record.stream = stream;
+        self.record.model = Some(model_name.clone());
+        self.public_model.clone_from(&model_name);
+        self.client_wants_usage = probe.as_ref().is_some_and(|p| p.client_wants_usage);
         let key = self
             .key_digest
             .and_then(|d| gw.key_by_digest(&d))
             .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
-        let model = gw.model_for(key, &req.model)?;
+        let model = gw.model_for(key, &model_name)?;
         let target = model.pick();
         let provider = gw
             .provider(target.provider)
             .ok_or_else(|| GatewayError::unavailable("The model's provider is not configured."))?;
         self.record.provider = Some(provider.name.clone());
         self.record.upstream_model = Some(target.upstream_model.clone());
-        self.client_wants_usage = req.client_wants_usage;
+        let route = Route {
+            client: self.client,
+            provider: Dialect::from_kind(provider.kind),
+        };
+        self.route = Some(route);
 
-        let mut set = Vec::with_capacity(5);
-        set.push((
-            ":path",
-            Cow::Owned(format!("{}/chat/completions", provider.base_path)),
-        ));
+        let new_body = if !route.translating() {
+            match (&endpoint, &probe) {
+                (Endpoint::Gemini { .. }, _) => body.to_vec(),
+                (Endpoint::OpenAiChat, Some(p)) => p.rewrite_with(&target.upstream_model, true),
+                (_, Some(p)) => p.rewrite_with(&target.upstream_model, false),
+                _ => body.to_vec(),
+            }
+        } else {
+            let req = match &endpoint {
+                Endpoint::OpenAiChat => openai::request::decode(body)?,
+                Endpoint::AnthropicMessages => anthropic::request::decode(body)?,
+                Endpoint::Gemini { model, stream } => {
+                    gemini::request::decode(body, model, *stream)?
+                }
+            };
+            self.check_translatable(&req, route.provider)?;
+            match route.provider {
+                Dialect::OpenAi => {
+                    openai::request::encode(&req, &target.upstream_model, &mut self.warnings)
+                }
+                Dialect::Anthropic => {
+                    anthropic::request::encode(&req, &target.upstream_model, &mut self.warnings)
+                }
+                Dialect::Gemini => gemini::request::encode(&req, &mut self.warnings),
+            }
+        };
+
+        let upstream_path = match route.provider {
+            Dialect::OpenAi => format!("{}/chat/completions", provider.base_path),
+            Dialect::Anthropic => format!("{}/messages", provider.base_path),
+            Dialect::Gemini if stream => format!(
+                "{}/models/{}:streamGenerateContent?alt=sse",
+                provider.base_path, target.upstream_model
+            ),
+            Dialect::Gemini => format!(
+                "{}/models/{}:generateContent",
+                provider.base_path, target.upstream_model
+            ),
+        };
+        let mut set = Vec::with_capacity(6);
+        set.push((":path", Cow::Owned(upstream_path)));
         set.push((":authority", Cow::Borrowed(provider.host.as_str())));
         set.push((CLUSTER_HEADER, Cow::Borrowed(provider.cluster.as_str())));
         match &provider.credential {
@@ -281,42 +511,100 @@ impl Flow {
                 )));
             }
         }
-        let new_body = req.rewrite(&target.upstream_model);
+        if route.provider == Dialect::Anthropic
+            && (route.translating() || self.client_anthropic_version_missing)
+        {
+            set.push(("anthropic-version", Cow::Borrowed(anthropic::API_VERSION)));
+        }
         set.push(("content-length", Cow::Owned(new_body.len().to_string())));
         Ok(Forward {
-            remove: UPSTREAM_REMOVE,
+            remove: if route.translating() {
+                UPSTREAM_REMOVE_TRANSLATED
+            } else {
+                UPSTREAM_REMOVE
+            },
             set,
             body: new_body,
         })
     }
 
-    /// Returns true when the glue must drop `content-length` (the body will
-    /// be rewritten).
+    /// Rejects what translation cannot carry without changing the meaning;
+    /// records what it can drop with a warning.
+    fn check_translatable(&mut self, req: &Request, provider: Dialect) -> Result<(), GatewayError> {
+        if req.n.is_some_and(|n| n > 1) {
+            return Err(GatewayError::invalid_request(format!(
+                "Only one choice per request can be translated to a {} provider (n > 1).",
+                provider.as_str()
+            ))
+            .with_param("n"));
+        }
+        for field in &req.unmapped {
+            if field.contains("server tool") {
+                return Err(GatewayError::invalid_request(format!(
+                    "{field} runs only at Anthropic; this model is served by a {} provider.",
+                    provider.as_str()
+                ))
+                .with_param("tools"));
+            }
+            self.warnings.dropped(field, provider.as_str());
+        }
+        Ok(())
+    }
+
     pub fn on_response_headers(
         &mut self,
         gw: &Gateway,
         status: u16,
         content_type: Option<&str>,
-    ) -> bool {
-        if self.phase != Phase::Upstream {
-            return false;
-        }
+    ) -> ResponseHeaders {
+        let mut out = ResponseHeaders::default();
+        let (Phase::Upstream, Some(route)) = (self.phase, self.route) else {
+            return out;
+        };
         self.record.status = status;
         let is_sse = content_type.is_some_and(|c| {
             c.trim_start()
                 .get(..17)
                 .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
         });
-        if is_sse {
-            self.mode = ResponseMode::Stream(StreamState {
-                parser: SseParser::new(gw.limits.max_sse_event_bytes as usize),
-                strip_usage_chunk: !self.client_wants_usage,
-            });
-            true
+        let max_event = gw.limits.max_sse_event_bytes as usize;
+        if !self.warnings.is_empty() {
+            out.set
+                .push((WARNINGS_HEADER, self.warnings.header_value()));
+        }
+        if is_sse && (200..300).contains(&status) {
+            out.remove_content_length = true;
+            self.mode = if route.translating() {
+                let created = self.start_ms / 1000;
+                ResponseMode::StreamTranslate(Box::new(StreamTranslator::new(
+                    max_event,
+                    Decoder::for_provider(route.provider),
+                    Encoder::for_client(
+                        route.client,
+                        &self.public_model,
+                        created,
+                        self.client_wants_usage,
+                    ),
+                )))
+            } else {
+                ResponseMode::StreamPass {
+                    parser: SseParser::new(max_event),
+                    meter: StreamMeter::new(route.provider),
+                    strip_usage_chunk: route.provider == Dialect::OpenAi
+                        && !self.client_wants_usage,
+                }
+            };
         } else {
             self.mode = ResponseMode::Buffer;
-            false
+            if route.translating() {
+                // The body is rewritten in the client's dialect, and its
+                // status may change (e.g. 529 → 503): hold the headers.
+                out.remove_content_length = true;
+                out.hold = true;
+                out.set.push(("content-type", "application/json".into()));
+            }
         }
+        out
     }
 
     /// Whether the next response-body callback needs the bytes (so the glue
@@ -324,8 +612,8 @@ impl Flow {
     pub fn needs_response_bytes(&self, end_of_stream: bool) -> bool {
         match self.mode {
             _ if self.phase != Phase::Upstream => false,
-            ResponseMode::Stream(_) => true,
-            ResponseMode::Buffer => end_of_stream && (200..300).contains(&self.record.status),
+            ResponseMode::StreamPass { .. } | ResponseMode::StreamTranslate(_) => true,
+            ResponseMode::Buffer => end_of_stream,
             ResponseMode::Unknown | ResponseMode::Pass => false,
         }
     }
@@ -338,9 +626,9 @@ impl Flow {
         now_ms: u64,
         read: impl FnOnce() -> Option<Vec<u8>>,
     ) -> ResponseBodyStep {
-        if self.phase != Phase::Upstream {
+        let (Phase::Upstream, Some(route)) = (self.phase, self.route) else {
             return ResponseBodyStep::Pass;
-        }
+        };
         if end_of_stream {
             self.record.completed = true;
         }
@@ -349,19 +637,29 @@ impl Flow {
             ResponseMode::Buffer => {
                 if body_size as u64 > gw.limits.max_response_body_bytes {
                     self.mode = ResponseMode::Pass;
+                    if route.translating() {
+                        self.record.completed = false;
+                        let err = GatewayError::new(
+                            502,
+                            crate::error::ErrorKind::Internal,
+                            "The provider's response is too large to translate.",
+                        );
+                        self.record.status = 502;
+                        return ResponseBodyStep::ReplaceWithStatus(502, err.render(route.client));
+                    }
                     return ResponseBodyStep::Pass;
                 }
                 if !end_of_stream {
                     return ResponseBodyStep::Wait;
                 }
-                if (200..300).contains(&self.record.status) {
-                    if let Some(u) = read().and_then(|b| openai::usage::from_response(&b)) {
-                        self.usage = Some(u);
-                    }
-                }
-                ResponseBodyStep::Pass
+                let body = read().unwrap_or_default();
+                self.finish_buffered(route, &body)
             }
-            ResponseMode::Stream(st) => {
+            ResponseMode::StreamPass {
+                parser,
+                meter,
+                strip_usage_chunk,
+            } => {
                 let chunk = if body_size == 0 {
                     Vec::new()
                 } else {
@@ -370,16 +668,13 @@ impl Flow {
                 if self.record.ttft_ms.is_none() && !chunk.is_empty() {
                     self.record.ttft_ms = Some(now_ms.saturating_sub(self.start_ms));
                 }
-                let had_carry = st.parser.pending() > 0;
+                let had_carry = parser.pending() > 0;
                 let mut out: Vec<u8> = Vec::new();
                 let mut dropped = false;
                 let mut usage = None;
-                let strip = st.strip_usage_chunk;
-                let res = st.parser.feed(&chunk, end_of_stream, |ev| {
-                    let info = match &ev.data {
-                        Some(d) => openai::usage::inspect_chunk(d),
-                        None => Default::default(),
-                    };
+                let strip = *strip_usage_chunk;
+                let res = parser.feed(&chunk, end_of_stream, |ev| {
+                    let info = meter.inspect(&ev);
                     if info.usage.is_some() {
                         usage = info.usage;
                     }
@@ -389,6 +684,7 @@ impl Flow {
                         out.extend_from_slice(ev.raw);
                     }
                 });
+                let unchanged = !dropped && !had_carry && parser.pending() == 0;
                 if usage.is_some() {
                     self.usage = usage;
                 }
@@ -403,17 +699,72 @@ impl Flow {
                             e.limit
                         ),
                     );
-                    crate::sse::write_event(&mut out, None, &openai::errors::render(&err));
+                    let body = err.render(route.client);
+                    let name = (route.client == Dialect::Anthropic).then_some("error");
+                    crate::sse::write_event(&mut out, name, &body);
                     self.record.completed = false;
                     self.mode = ResponseMode::Pass;
                     return ResponseBodyStep::Replace(out);
                 }
-                let unchanged = !dropped && !had_carry && st.parser.pending() == 0;
                 if unchanged {
                     ResponseBodyStep::Pass
                 } else {
                     ResponseBodyStep::Replace(out)
                 }
+            }
+            ResponseMode::StreamTranslate(t) => {
+                let chunk = if body_size == 0 {
+                    Vec::new()
+                } else {
+                    read().unwrap_or_default()
+                };
+                let out = t.feed(&chunk, end_of_stream);
+                if self.record.ttft_ms.is_none() && !out.is_empty() {
+                    self.record.ttft_ms = Some(now_ms.saturating_sub(self.start_ms));
+                }
+                if t.usage.is_some() {
+                    self.usage = t.usage;
+                }
+                if t.errored {
+                    self.record.completed = false;
+                }
+                ResponseBodyStep::Replace(out)
+            }
+        }
+    }
+
+    fn finish_buffered(&mut self, route: Route, body: &[u8]) -> ResponseBodyStep {
+        let status = self.record.status;
+        if !route.translating() {
+            if (200..300).contains(&status) {
+                self.usage = usage_probe::body_usage(route.provider, body);
+            }
+            return ResponseBodyStep::Pass;
+        }
+        if !(200..300).contains(&status) {
+            let (client_status, out) =
+                usage_probe::translate_error(route.provider, route.client, status, body);
+            self.record.status = client_status;
+            return ResponseBodyStep::ReplaceWithStatus(client_status, out);
+        }
+        match usage_probe::decode_response(route.provider, body) {
+            Some(mut r) => {
+                self.usage = r.usage;
+                r.model.clone_from(&self.public_model);
+                ResponseBodyStep::ReplaceWithStatus(
+                    status,
+                    usage_probe::encode_response(route.client, &r),
+                )
+            }
+            None => {
+                self.record.status = 502;
+                self.record.completed = false;
+                let err = GatewayError::new(
+                    502,
+                    crate::error::ErrorKind::Internal,
+                    "The provider returned a response the gateway could not read.",
+                );
+                ResponseBodyStep::ReplaceWithStatus(502, err.render(route.client))
             }
         }
     }
@@ -430,10 +781,6 @@ impl Flow {
         }
         self.record.to_json()
     }
-}
-
-fn model_object(name: &str) -> serde_json::Value {
-    serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
 }
 
 #[cfg(test)]
@@ -643,7 +990,10 @@ mod tests {
             forward(&g, &mut f, "sk-1", body),
             BodyStep::Forward(_)
         ));
-        assert!(f.on_response_headers(&g, 200, Some("text/event-stream; charset=utf-8")));
+        assert!(
+            f.on_response_headers(&g, 200, Some("text/event-stream; charset=utf-8"))
+                .remove_content_length
+        );
         let mut client = Vec::new();
         let bytes = STREAM.as_bytes();
         let pieces = [&bytes[..cut], &bytes[cut..], &b""[..]];
@@ -652,7 +1002,7 @@ mod tests {
             match f.on_response_body(&g, v.len(), i == 2, 150 + i as u64, || Some(v.clone())) {
                 ResponseBodyStep::Pass => client.extend_from_slice(p),
                 ResponseBodyStep::Replace(r) => client.extend_from_slice(&r),
-                ResponseBodyStep::Wait => panic!("streams never wait"),
+                other => panic!("streams never wait or change status: {other:?}"),
             }
         }
         (String::from_utf8(client).unwrap(), finish_json(&mut f, 400))
@@ -716,7 +1066,10 @@ mod tests {
             forward(&g, &mut f, "sk-1", r#"{"model":"mock-gpt"}"#),
             BodyStep::Forward(_)
         ));
-        assert!(!f.on_response_headers(&g, 200, Some("application/json")));
+        assert_eq!(
+            f.on_response_headers(&g, 200, Some("application/json")),
+            ResponseHeaders::default()
+        );
         let body = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#.to_vec();
         assert_eq!(
             f.on_response_body(&g, 10, false, 1, || None),
@@ -744,10 +1097,294 @@ mod tests {
         let g = gw();
         let mut f = Flow::new(0);
         let _ = f.on_request_headers(&g, &head("GET", "/v1/models", Some("Bearer sk-1")));
-        assert!(!f.on_response_headers(&g, 200, Some("application/json")));
+        assert_eq!(
+            f.on_response_headers(&g, 200, Some("application/json")),
+            ResponseHeaders::default()
+        );
         assert_eq!(
             f.on_response_body(&g, 5, true, 1, || panic!("must not read")),
             ResponseBodyStep::Pass
         );
+    }
+
+    // ---- translation through the flow ----
+
+    fn multi_gw() -> Gateway {
+        let cfg = serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [
+                {"name": "oa", "kind": "openai", "cluster": "c_oa", "host": "oa", "auth": {"type": "none"}},
+                {"name": "an", "kind": "anthropic", "cluster": "c_an", "host": "an",
+                 "auth": {"type": "header", "name": "x-api-key"}, "api_key_env": "AN_KEY"},
+                {"name": "ge", "kind": "gemini", "cluster": "c_ge", "host": "ge",
+                 "auth": {"type": "header", "name": "x-goog-api-key"}, "api_key_env": "GE_KEY"}
+            ],
+            "models": [
+                {"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-up"}]},
+                {"name": "claude", "targets": [{"provider": "an", "model": "claude-up"}]},
+                {"name": "gem", "targets": [{"provider": "ge", "model": "gem-up"}]}
+            ]
+        }))
+        .unwrap();
+        Gateway::new(cfg, |v| Some(format!("secret-{v}"))).unwrap()
+    }
+
+    fn send<'g>(
+        g: &'g Gateway,
+        f: &mut Flow,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> BodyStep<'g> {
+        let mut h = head(method, path, None);
+        h.x_api_key = Some("sk-1");
+        match f.on_request_headers(g, &h) {
+            HeadersStep::ReadBody => {}
+            HeadersStep::Reply(r) => return BodyStep::Reply(r),
+        }
+        let b = body.as_bytes().to_vec();
+        f.on_request_body(g, b.len(), true, || Some(b))
+    }
+
+    fn header<'a>(fw: &'a Forward<'_>, name: &str) -> Option<&'a str> {
+        fw.set
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    #[test]
+    fn openai_client_to_anthropic_provider() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        let BodyStep::Forward(fw) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"claude","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}],"seed":3}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(header(&fw, ":path"), Some("/v1/messages"));
+        assert_eq!(header(&fw, "x-api-key"), Some("secret-AN_KEY"));
+        assert_eq!(
+            header(&fw, "anthropic-version"),
+            Some(anthropic::API_VERSION)
+        );
+        let up: serde_json::Value = serde_json::from_slice(&fw.body).unwrap();
+        assert_eq!(up["model"], "claude-up");
+        assert_eq!(up["system"], "S");
+        assert_eq!(up["max_tokens"], anthropic::DEFAULT_MAX_TOKENS);
+        let rh = f.on_response_headers(&g, 200, Some("application/json"));
+        assert!(rh.hold && rh.remove_content_length);
+        assert!(rh
+            .set
+            .iter()
+            .any(|(k, v)| *k == WARNINGS_HEADER && v.contains("seed")));
+        let body = br#"{"id":"msg_1","model":"claude-up","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#.to_vec();
+        let ResponseBodyStep::ReplaceWithStatus(200, out) =
+            f.on_response_body(&g, body.len(), true, 5, || Some(body.clone()))
+        else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(v["model"], "claude");
+        let rec: serde_json::Value = serde_json::from_slice(&f.finish(6)).unwrap();
+        assert_eq!(
+            (
+                rec["prompt_tokens"].as_u64(),
+                rec["completion_tokens"].as_u64()
+            ),
+            (Some(5), Some(2))
+        );
+        assert_eq!(rec["client_dialect"], "openai");
+    }
+
+    #[test]
+    fn anthropic_client_passthrough_touches_only_model() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        let body =
+            r#"{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+        let BodyStep::Forward(fw) = send(&g, &mut f, "POST", "/v1/messages", body) else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(fw.body).unwrap(),
+            body.replace("\"claude\"", "\"claude-up\"")
+        );
+        assert_eq!(fw.remove, UPSTREAM_REMOVE);
+    }
+
+    #[test]
+    fn gemini_client_paths_and_errors() {
+        let g = multi_gw();
+        // Passthrough: body untouched, model from the URL rewritten in the path.
+        let mut f = Flow::new(0);
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+        let BodyStep::Forward(fw) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1beta/models/gem:streamGenerateContent?alt=sse",
+            body,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            header(&fw, ":path"),
+            Some("/v1beta/models/gem-up:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(fw.body, body.as_bytes());
+        // Translated to OpenAI.
+        let mut f = Flow::new(0);
+        let BodyStep::Forward(fw) =
+            send(&g, &mut f, "POST", "/v1/models/gpt:generateContent", body)
+        else {
+            panic!()
+        };
+        assert_eq!(header(&fw, ":path"), Some("/v1/chat/completions"));
+        // Unknown model: Gemini-shaped 404.
+        let mut f = Flow::new(0);
+        let BodyStep::Reply(r) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1beta/models/nope:generateContent",
+            body,
+        ) else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status, v["error"]["status"].as_str()),
+            (404, Some("NOT_FOUND"))
+        );
+        // Stream without alt=sse is refused clearly.
+        let mut f = Flow::new(0);
+        let BodyStep::Reply(r) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1beta/models/gem:streamGenerateContent",
+            body,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.status, 400);
+    }
+
+    #[test]
+    fn anthropic_errors_for_anthropic_clients() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        let h = RequestHead {
+            method: "POST",
+            path: "/v1/messages",
+            x_api_key: Some("bad"),
+            ..Default::default()
+        };
+        let HeadersStep::Reply(r) = f.on_request_headers(&g, &h) else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+    }
+
+    #[test]
+    fn provider_overload_becomes_503_for_openai_clients() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        assert!(matches!(
+            send(
+                &g,
+                &mut f,
+                "POST",
+                "/v1/chat/completions",
+                r#"{"model":"claude","messages":[]}"#
+            ),
+            BodyStep::Forward(_)
+        ));
+        f.on_response_headers(&g, 529, Some("application/json"));
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                .to_vec();
+        let ResponseBodyStep::ReplaceWithStatus(s, out) =
+            f.on_response_body(&g, body.len(), true, 1, || Some(body.clone()))
+        else {
+            panic!()
+        };
+        assert_eq!(s, 503);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["message"], "Overloaded");
+    }
+
+    #[test]
+    fn n_greater_than_one_and_server_tools_are_rejected_when_translating() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        let BodyStep::Reply(r) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"claude","n":2,"messages":[]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.status, 400);
+        let mut f = Flow::new(0);
+        let BodyStep::Reply(r) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1/messages",
+            r#"{"model":"gpt","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("invalid_request_error"));
+    }
+
+    #[test]
+    fn translated_stream_through_the_flow() {
+        let g = multi_gw();
+        let mut f = Flow::new(1_000);
+        assert!(matches!(
+            send(
+                &g,
+                &mut f,
+                "POST",
+                "/v1/messages",
+                r#"{"model":"gpt","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            ),
+            BodyStep::Forward(_)
+        ));
+        assert!(
+            f.on_response_headers(&g, 200, Some("text/event-stream"))
+                .remove_content_length
+        );
+        let up = concat!(
+            "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+            "data: [DONE]\n\n").as_bytes().to_vec();
+        let ResponseBodyStep::Replace(out) =
+            f.on_response_body(&g, up.len(), true, 1_004, || Some(up.clone()))
+        else {
+            panic!()
+        };
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("event: message_start"), "{s}");
+        assert!(s.contains("\"text\":\"Hi\""));
+        assert!(s.trim_end().ends_with("data: {\"type\":\"message_stop\"}"));
+        let rec: serde_json::Value = serde_json::from_slice(&f.finish(1_010)).unwrap();
+        assert_eq!(rec["completion_tokens"], 1);
+        assert_eq!(rec["ttft_ms"], 4);
+        assert_eq!(rec["client_dialect"], "anthropic");
     }
 }

@@ -113,7 +113,12 @@ impl Gateway {
                 kind: p.kind,
                 cluster: p.cluster,
                 host: p.host,
-                base_path: p.base_path.trim_end_matches('/').to_string(),
+                base_path: p
+                    .base_path
+                    .as_deref()
+                    .unwrap_or(p.kind.default_base_path())
+                    .trim_end_matches('/')
+                    .to_string(),
                 credential,
             });
         }

@@ -97,6 +97,7 @@ impl HttpContext for Http {
         let authorization = self.get_http_request_header("authorization");
         let x_api_key = self.get_http_request_header("x-api-key");
         let x_goog_api_key = self.get_http_request_header("x-goog-api-key");
+        let anthropic_version = self.get_http_request_header("anthropic-version");
         let content_length = self.get_http_request_header("content-length");
         let request_id = self.get_http_request_header("x-request-id");
         let head = RequestHead {
@@ -105,6 +106,7 @@ impl HttpContext for Http {
             authorization: authorization.as_deref(),
             x_api_key: x_api_key.as_deref(),
             x_goog_api_key: x_goog_api_key.as_deref(),
+            anthropic_version: anthropic_version.as_deref(),
             content_length: content_length.as_deref(),
             request_id: request_id.as_deref(),
             end_of_stream,
@@ -154,14 +156,23 @@ impl HttpContext for Http {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let content_type = self.get_http_response_header("content-type");
-        if self
+        let edits = self
             .flow
-            .on_response_headers(&gw, status, content_type.as_deref())
-        {
+            .on_response_headers(&gw, status, content_type.as_deref());
+        if edits.remove_content_length {
             // The body will be rewritten: a stale length would truncate it.
             self.set_http_response_header("content-length", None);
         }
-        Action::Continue
+        for (name, value) in &edits.set {
+            self.set_http_response_header(name, Some(value));
+        }
+        if edits.hold {
+            // Held until the translated body (and its status) is ready;
+            // needs `allow_on_headers_stop_iteration: true`.
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -181,6 +192,11 @@ impl HttpContext for Http {
             ResponseBodyStep::Pass => Action::Continue,
             ResponseBodyStep::Wait => Action::Pause,
             ResponseBodyStep::Replace(bytes) => {
+                self.set_http_response_body(0, body_size, &bytes);
+                Action::Continue
+            }
+            ResponseBodyStep::ReplaceWithStatus(status, bytes) => {
+                self.set_http_response_header(":status", Some(&status.to_string()));
                 self.set_http_response_body(0, body_size, &bytes);
                 Action::Continue
             }

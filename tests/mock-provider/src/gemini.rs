@@ -17,6 +17,7 @@ pub fn offered_tools(req: &Value) -> Vec<OfferedTool> {
                 parameters: f
                     .get("parameters")
                     .or_else(|| f.get("parametersJsonSchema"))
+                    .or_else(|| f.get("parameters_json_schema"))
                     .cloned()
                     .unwrap_or(Value::Null),
             })

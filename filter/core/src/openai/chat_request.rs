@@ -1,5 +1,6 @@
-//! What the gateway reads from and rewrites in an OpenAI Chat Completions
-//! request that passes through to an OpenAI-compatible provider.
+//! What the gateway reads from and rewrites in a request that passes through
+//! to a provider of its own dialect (OpenAI Chat Completions; Anthropic
+//! Messages share the `model`/`stream` probe).
 
 use std::borrow::Cow;
 
@@ -80,17 +81,22 @@ impl<'a> ChatRequest<'a> {
         })
     }
 
-    /// The body to send upstream: `model` replaced, and for streams
-    /// `stream_options.include_usage` forced on so usage is always metered
-    /// (the extra chunk is stripped again if the client did not ask for it).
+    /// The body to send upstream: `model` replaced, and (OpenAI providers)
+    /// for streams `stream_options.include_usage` forced on so usage is always
+    /// metered (the extra chunk is stripped again if the client did not ask).
+    /// Anthropic bodies share the probe but need no usage option.
     pub fn rewrite(&self, upstream_model: &str) -> Vec<u8> {
+        self.rewrite_with(upstream_model, true)
+    }
+
+    pub fn rewrite_with(&self, upstream_model: &str, force_stream_usage: bool) -> Vec<u8> {
         let mut edits = Vec::with_capacity(2);
         let quoted = serde_json::to_vec(upstream_model).unwrap_or_default();
         edits.push(Edit::Replace {
             range: self.model_span.clone(),
             with: quoted,
         });
-        if self.stream && !self.client_wants_usage {
+        if force_stream_usage && self.stream && !self.client_wants_usage {
             match self.stream_options {
                 None => edits.push(Edit::InsertFirst {
                     member: br#""stream_options":{"include_usage":true}"#.to_vec(),

@@ -1,6 +1,7 @@
 //! Shared pieces of translation: warnings, data URLs, tool-name lookup.
 
 pub mod stream;
+pub mod usage_probe;
 
 use crate::canonical::{ImageSource, Message, Part};
 
