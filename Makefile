@@ -41,10 +41,14 @@ e2e: build
 
 test: deps lint unit wasm-unit e2e
 
-bench: deps build
+bench: deps build bench-micro
 	@scripts/ensure-deps.sh bench
 	$(PYTHON) tests/bench/loadbench.py
 
 clean:
 	$(CARGO) clean
 	rm -rf .run
+
+## Criterion micro-benchmarks of the hot paths (native).
+bench-micro:
+	$(CARGO) bench -p sluice-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
