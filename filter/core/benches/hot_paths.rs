@@ -95,7 +95,8 @@ fn streams(c: &mut Criterion) {
         b.iter(|| {
             let mut p = SseParser::new(1 << 20);
             let mut n = 0;
-            p.feed(black_box(&stream), true, |e| n += e.raw.len()).unwrap();
+            p.feed(black_box(&stream), true, |e| n += e.raw.len())
+                .unwrap();
             n
         })
     });

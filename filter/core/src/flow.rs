@@ -1387,4 +1387,33 @@ mod tests {
         assert_eq!(rec["ttft_ms"], 4);
         assert_eq!(rec["client_dialect"], "anthropic");
     }
+
+    #[test]
+    fn vertex_ai_is_the_gemini_kind_under_another_base_path() {
+        let cfg = serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [{"name": "vx", "kind": "gemini", "cluster": "vertex",
+                "host": "us-central1-aiplatform.googleapis.com",
+                "base_path": "/v1/projects/p1/locations/us-central1/publishers/google",
+                "auth": {"type": "bearer"}, "api_key_env": "VERTEX_TOKEN"}],
+            "models": [{"name": "gem", "targets": [{"provider": "vx", "model": "gemini-2.5-pro"}]}]
+        }))
+        .unwrap();
+        let g = Gateway::new(cfg, |_| Some("ya29.token".into())).unwrap();
+        let mut f = Flow::new(0);
+        let BodyStep::Forward(fw) = send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"gem","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            header(&fw, ":path"),
+            Some("/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(header(&fw, "authorization"), Some("Bearer ya29.token"));
+    }
 }
