@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/wasm/sluice_filter.wasm
 MOCK := target/release/sluice-mock-provider
 WASM_RUNNER := node --no-warnings $(CURDIR)/scripts/wasm-test-runner.mjs
 
-.PHONY: deps build wasm mock run test lint unit wasm-unit e2e bench bench-micro clean
+.PHONY: deps build wasm mock control-plane run test lint unit wasm-unit e2e bench bench-micro clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -17,9 +17,12 @@ wasm: deps
 mock:
 	$(CARGO) build --release -p sluice-mock-provider
 
-build: wasm mock
+control-plane:
+	$(CARGO) build --release -p sluice-control-plane
 
-## Envoy + Sluice + mock provider on 127.0.0.1:$${SLUICE_PORT:-10000}.
+build: wasm mock control-plane
+
+## Control plane + Envoy + Sluice + mock provider on 127.0.0.1:$${SLUICE_PORT:-10000}.
 run: build
 	$(PYTHON) envoy/launch.py run
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
 WASM = ROOT / "target/wasm32-wasip1/wasm/sluice_filter.wasm"
 MOCK = ROOT / "target/release/sluice-mock-provider"
+SLUICE = ROOT / "target/release/sluice"
 RECORDINGS = (ROOT.parent / "shared/fixtures/provider-recordings").resolve()
 DEMO_KEY = "sk-sluice-demo"
 MOCK_PROVIDER_SECRET = "mock-provider-secret"
@@ -77,26 +78,115 @@ def demo_config(with_real: bool = True) -> dict:
     return cfg
 
 
-def render_bootstrap(*, config: dict, listen_port: int, admin_port: int, mock_port: int,
+ALL_ENV_KEYS = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "SLUICE_MOCK_API_KEY"]
+CONTROL_PLANE_CLUSTER = "sluice_control_plane"
+
+
+def env_keys_of(config: dict) -> list[str]:
+    return sorted({p["api_key_env"] for p in config.get("providers", []) if p.get("api_key_env")})
+
+
+def static_filter(config: dict, wasm: Path) -> dict:
+    """The wasm filter with its configuration inline."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "sluice", "root_id": "sluice",
+                "vm_config": {
+                    "vm_id": "sluice", "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                    "environment_variables": {"host_env_keys": env_keys_of(config)},
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": json.dumps(config)},
+                # A crashed VM is reloaded instead of failing every request.
+                "failure_policy": "FAIL_RELOAD",
+                # Hold headers while the body is read (routing on `model`).
+                "allow_on_headers_stop_iteration": True,
+            },
+        },
+    }
+
+
+def ecds_filter(api_type: str = "GRPC") -> dict:
+    """The wasm filter from the control plane (ECDS). Listeners wait for the
+    first config; afterwards Envoy keeps the last good one if the control
+    plane goes away."""
+    return {
+        "name": "sluice",
+        "config_discovery": {
+            "config_source": {
+                "api_config_source": {
+                    "api_type": api_type, "transport_api_version": "V3",
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}}],
+                },
+                "initial_fetch_timeout": "0s",
+                "resource_api_version": "V3",
+            },
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        },
+    }
+
+
+def grpc_access_log() -> dict:
+    """Usage records to the control plane's AccessLogService."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": "sluice",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}},
+                "filter_state_objects_to_log": ["wasm.sluice_usage"],
+                # Small batches: budgets are enforced from these records.
+                "buffer_flush_interval": "0.05s",
+            },
+        },
+    }
+
+
+def control_plane_cluster(port: int) -> dict:
+    return {
+        "name": CONTROL_PLANE_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }},
+        "load_assignment": {"cluster_name": CONTROL_PLANE_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                         "port_value": port}}}}]}]},
+    }
+
+
+def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, mock_port: int,
                      access_log: Path, wasm: Path = WASM, listen_address: str = "127.0.0.1",
-                     real_clusters: bool = True) -> str:
-    env_keys = sorted({p["api_key_env"] for p in config.get("providers", [])
-                       if p.get("api_key_env")})
+                     real_clusters: bool = True, control_plane_port: int | None = None,
+                     xds_api_type: str = "GRPC", node_id: str = "sluice-envoy") -> str:
+    """Static mode (config inline) or, with `control_plane_port`, managed mode
+    (config over ECDS, usage over gRPC access logs). Inserted blocks are JSON,
+    which is valid YAML flow style."""
     clusters = ""
     if real_clusters:
         tmpl = load_template("real-providers.yaml.tmpl")
         clusters = "".join(tmpl.substitute(NAME=n, HOST=h) for n, h in REAL_CLUSTERS)
+    managed = control_plane_port is not None
     return load_template("sluice.yaml.tmpl").substitute(
+        NODE_ID=json.dumps(node_id),
         ADMIN_PORT=admin_port,
         LISTEN_ADDRESS=listen_address,
         LISTEN_PORT=listen_port,
         MOCK_PORT=mock_port,
         ACCESS_LOG=json.dumps(str(access_log)),
-        WASM_PATH=json.dumps(str(wasm)),
-        HOST_ENV_KEYS=json.dumps(env_keys),
-        # A JSON string is a valid YAML double-quoted scalar.
-        PLUGIN_CONFIG=json.dumps(json.dumps(config)),
+        SLUICE_FILTER=json.dumps(ecds_filter(xds_api_type) if managed
+                                 else static_filter(config or {}, wasm)),
+        GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log()) + "\n") if managed else "",
         REAL_PROVIDER_CLUSTERS=clusters,
+        CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port)))
+        if managed else "",
     )
 
 
@@ -201,31 +291,115 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+class ControlPlane:
+    """`sluice serve` on free loopback ports with its own sqlite file."""
+
+    def __init__(self, workdir: Path, *, seed: dict | None = None, db: Path | None = None,
+                 grpc_port: int | None = None, admin_port: int | None = None,
+                 token: str = "test-admin-token", read_token: str = "test-read-token",
+                 binary: Path = SLUICE, wasm: Path = WASM):
+        self.workdir = workdir
+        self.db = db or workdir / "sluice.db"
+        self.grpc_port = grpc_port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.token = token
+        self.read_token = read_token
+        self.binary = binary
+        self.args = [str(binary), "serve", "--db", str(self.db),
+                     "--grpc", f"127.0.0.1:{self.grpc_port}",
+                     "--admin", f"127.0.0.1:{self.admin_port}",
+                     "--wasm", str(wasm), "--env-keys", ",".join(ALL_ENV_KEYS)]
+        if seed is not None:
+            seed_file = workdir / "seed-config.json"
+            seed_file.write_text(json.dumps(seed))
+            self.args += ["--seed", str(seed_file)]
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.workdir / "control-plane.log", "ab")
+        env = {**os.environ, "SLUICE_ADMIN_TOKEN": self.token,
+               "SLUICE_ADMIN_READ_TOKEN": self.read_token}
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited with {self.proc.returncode}; "
+                                   f"see {self.workdir / 'control-plane.log'}")
+            try:
+                self.api("GET", "/v1/status")
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def api(self, method: str, path: str, body=None, token: str | None = None):
+        data = None if body is None else (body if isinstance(body, bytes)
+                                          else json.dumps(body).encode())
+        req = urllib.request.Request(self.admin_url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "SLUICE_ADMIN_URL": self.admin_url,
+               "SLUICE_ADMIN_TOKEN": self.token}
+        p = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
+                           env=env, timeout=30)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"sluice {' '.join(args)}: {p.stderr}")
+        return p
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
 class Stack:
-    """Mock provider + Envoy with Sluice, as `make run` and the tests use them."""
+    """Mock provider + Envoy with Sluice, as `make run` and the tests use them.
+    `managed=True`: the config comes from a control plane (ECDS), usage goes
+    back to it (gRPC access logs)."""
 
     def __init__(self, config: dict | None = None, *, workdir: Path | None = None,
                  listen_port: int | None = None, concurrency: int = 1,
                  chunk_delay_ms: int = 0, real_clusters: bool = False,
-                 mock_log_requests: bool = True, listen_address: str = "127.0.0.1"):
+                 mock_log_requests: bool = True, listen_address: str = "127.0.0.1",
+                 managed: bool = False, xds_api_type: str = "GRPC",
+                 control_plane_ports: tuple[int, int] | None = None):
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="sluice-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config if config is not None else demo_config(with_real=False)
         self.mock = Mock(self.workdir, chunk_delay_ms=chunk_delay_ms,
                          log_requests=mock_log_requests)
+        self.cp = None
         try:
+            if managed:
+                grpc, admin = control_plane_ports or (None, None)
+                self.cp = ControlPlane(self.workdir, seed=self.config, grpc_port=grpc,
+                                       admin_port=admin)
             self.port = listen_port or free_port()
             admin_port = free_port()
             self.access_log = self.workdir / "access.log"
             bootstrap = render_bootstrap(
                 config=self.config, listen_port=self.port, admin_port=admin_port,
                 mock_port=self.mock.port, access_log=self.access_log,
-                real_clusters=real_clusters, listen_address=listen_address)
+                real_clusters=real_clusters, listen_address=listen_address,
+                control_plane_port=self.cp.grpc_port if self.cp else None,
+                xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}")
             self.envoy = Envoy(self.workdir, bootstrap, admin_port=admin_port,
                                concurrency=concurrency,
                                env={"SLUICE_MOCK_API_KEY": MOCK_PROVIDER_SECRET})
         except BaseException:
             self.mock.stop()
+            if self.cp:
+                self.cp.stop()
             raise
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -254,6 +428,8 @@ class Stack:
             self.envoy.stop()
         finally:
             self.mock.stop()
+            if self.cp and self.cp.proc.poll() is None:
+                self.cp.stop()
 
     def __enter__(self):
         return self
@@ -263,7 +439,7 @@ class Stack:
 
 
 def _missing_build() -> list[str]:
-    return [str(p) for p in (WASM, MOCK) if not p.exists()]
+    return [str(p) for p in (WASM, MOCK, SLUICE) if not p.exists()]
 
 
 def cmd_run(args) -> int:
@@ -274,14 +450,23 @@ def cmd_run(args) -> int:
     cfg = json.loads(Path(args.config).read_text()) if args.config else demo_config()
     workdir = ROOT / ".run"
     workdir.mkdir(exist_ok=True)
+    managed = not args.static
     stack = Stack(cfg, workdir=workdir, listen_port=args.port, concurrency=args.concurrency,
-                  real_clusters=True, chunk_delay_ms=args.chunk_delay_ms)
+                  real_clusters=True, chunk_delay_ms=args.chunk_delay_ms, managed=managed,
+                  control_plane_ports=(args.cp_grpc_port, args.cp_admin_port))
     models = ", ".join(m["name"] for m in cfg.get("models", []))
+    cp = ""
+    if stack.cp:
+        cp = f"""control plane: admin API {stack.cp.admin_url}, database {stack.cp.db}
+  export SLUICE_ADMIN_URL={stack.cp.admin_url} SLUICE_ADMIN_TOKEN={stack.cp.token}
+  {SLUICE.relative_to(ROOT)} keys create --name me --budget-usd 5 --period daily
+  {SLUICE.relative_to(ROOT)} status ;  {SLUICE.relative_to(ROOT)} usage report --by model
+"""
     print(f"""
 Sluice is up: Envoy on {stack.url} (admin {stack.envoy.admin}), mock provider on {stack.mock.url}
 models: {models}
 access log (with usage records): {stack.access_log}
-
+{cp}
 Try it:
 
   curl -s {stack.url}/v1/chat/completions \\
@@ -316,7 +501,7 @@ def cmd_render(args) -> int:
     cfg = json.loads(Path(args.config).read_text()) if args.config else demo_config()
     out = render_bootstrap(config=cfg, listen_port=args.port, admin_port=args.admin_port,
                            mock_port=args.mock_port, access_log=Path(args.access_log),
-                           wasm=Path(args.wasm))
+                           wasm=Path(args.wasm), control_plane_port=args.control_plane_port)
     Path(args.out).write_text(out) if args.out else sys.stdout.write(out)
     return 0
 
@@ -330,6 +515,10 @@ def main() -> int:
     r.add_argument("--concurrency", type=int, default=2)
     r.add_argument("--chunk-delay-ms", type=int, default=30,
                    help="mock provider delay between stream chunks (visible streaming)")
+    r.add_argument("--static", action="store_true",
+                   help="config inline in the bootstrap instead of from the control plane")
+    r.add_argument("--cp-grpc-port", type=int, default=18000)
+    r.add_argument("--cp-admin-port", type=int, default=18001)
     r.set_defaults(fn=cmd_run)
     d = sub.add_parser("render", help="print a bootstrap for a configuration")
     d.add_argument("--config")
@@ -339,6 +528,8 @@ def main() -> int:
     d.add_argument("--mock-port", type=int, default=8081)
     d.add_argument("--access-log", default="/dev/stdout")
     d.add_argument("--wasm", default=str(WASM))
+    d.add_argument("--control-plane-port", type=int,
+                   help="managed mode: config over ECDS from the control plane on this port")
     d.set_defaults(fn=cmd_render)
     args = p.parse_args()
     return args.fn(args)

@@ -43,9 +43,14 @@ pub struct VirtualKey {
     /// Public model names this key may use; empty means every model.
     #[serde(default)]
     pub models: Vec<String>,
-    /// `active` or `disabled`.
+    /// `active`, `disabled`, or `over_budget` (set by the control plane
+    /// when the key's budget is spent: requests get 429 `insufficient_quota`).
     #[serde(default)]
     pub status: KeyStatus,
+    /// Unix seconds after which the key is refused (checked by the filter,
+    /// so expiry is exact even between config pushes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -54,6 +59,7 @@ pub enum KeyStatus {
     #[default]
     Active,
     Disabled,
+    OverBudget,
 }
 
 /// Which API a provider speaks.

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
+    /// The key's budget is spent.
+    QuotaExceeded,
     /// The gateway cannot reach or use the provider (e.g. missing credential).
     Unavailable,
     Internal,
@@ -30,6 +32,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::QuotaExceeded => "insufficient_quota",
             ErrorKind::Unavailable => "provider_unavailable",
             ErrorKind::Internal => "internal_error",
         }
@@ -46,7 +49,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => C::PermissionDenied,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => C::NotFound,
             ErrorKind::PayloadTooLarge => C::RequestTooLarge,
-            ErrorKind::RateLimited => C::RateLimited,
+            ErrorKind::RateLimited | ErrorKind::QuotaExceeded => C::RateLimited,
             ErrorKind::Unavailable => C::Overloaded,
             ErrorKind::Internal => C::Server,
         }

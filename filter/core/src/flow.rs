@@ -285,7 +285,7 @@ impl Flow {
         self.record.client_dialect = self.client.as_str();
         let presented = presented_key(head.authorization, head.x_api_key, head.x_goog_api_key)
             .or_else(|| query_key(head.path));
-        let key = match gw.authenticate(presented) {
+        let key = match gw.authenticate_at(presented, self.start_ms / 1000) {
             Ok(k) => k,
             Err(e) => return HeadersStep::Reply(self.reply_error(e)),
         };
@@ -767,6 +767,12 @@ impl Flow {
                 ResponseBodyStep::ReplaceWithStatus(502, err.render(route.client))
             }
         }
+    }
+
+    /// Tags the record with the producing VM instance and its sequence number.
+    pub fn set_sequence(&mut self, vm: &str, seq: u64) {
+        self.record.vm = vm.to_string();
+        self.record.seq = seq;
     }
 
     /// The usage record, at the end of the request (`on_log`).

@@ -12,7 +12,8 @@ use crate::routing::WeightedPicker;
 pub struct KeyEntry {
     pub id: String,
     pub name: String,
-    pub active: bool,
+    pub status: KeyStatus,
+    pub expires_at: Option<u64>,
     /// `None`: every model.
     pub models: Option<HashSet<String>>,
 }
@@ -157,7 +158,8 @@ impl Gateway {
                 KeyEntry {
                     id: k.id,
                     name: k.name,
-                    active: k.status == KeyStatus::Active,
+                    status: k.status,
+                    expires_at: k.expires_at,
                     models: if k.models.is_empty() {
                         None
                     } else {
@@ -176,6 +178,19 @@ impl Gateway {
         })
     }
 
+    /// Looks up a presented key; `now_s` checks expiry.
+    pub fn authenticate_at(
+        &self,
+        presented: Option<&str>,
+        now_s: u64,
+    ) -> Result<&KeyEntry, GatewayError> {
+        let k = self.authenticate(presented)?;
+        if k.expires_at.is_some_and(|t| now_s >= t) {
+            return Err(GatewayError::invalid_api_key("This API key has expired."));
+        }
+        Ok(k)
+    }
+
     /// Looks up a presented key.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<&KeyEntry, GatewayError> {
         let Some(key) = presented else {
@@ -185,8 +200,13 @@ impl Gateway {
         };
         match self.keys.get(&crate::auth::digest(key)) {
             None => Err(GatewayError::invalid_api_key("Incorrect API key provided.")),
-            Some(k) if !k.active => Err(GatewayError::invalid_api_key(
+            Some(k) if k.status == KeyStatus::Disabled => Err(GatewayError::invalid_api_key(
                 "This API key has been disabled.",
+            )),
+            Some(k) if k.status == KeyStatus::OverBudget => Err(GatewayError::new(
+                429,
+                crate::error::ErrorKind::QuotaExceeded,
+                "You exceeded the budget of this API key. Ask its owner to raise the budget.",
             )),
             Some(k) => Ok(k),
         }
@@ -194,7 +214,9 @@ impl Gateway {
 
     /// A key by the digest it was authenticated with (active ones only).
     pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&KeyEntry> {
-        self.keys.get(digest).filter(|k| k.active)
+        self.keys
+            .get(digest)
+            .filter(|k| k.status == KeyStatus::Active)
     }
 
     /// The model a key asked for, if it exists and the key may use it.

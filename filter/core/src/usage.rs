@@ -45,6 +45,11 @@ pub struct UsageRecord {
     /// the upstream stream broke off).
     pub completed: bool,
     pub config_version: String,
+    /// Instance id of the VM root context that produced the record, and its
+    /// sequence number there (1, 2, …): the control plane counts gaps to make
+    /// access-log loss visible.
+    pub vm: String,
+    pub seq: u64,
 }
 
 impl UsageRecord {

@@ -1,6 +1,7 @@
 //! proxy-wasm glue: moves headers and bodies between Envoy and a
 //! `sluice_core::flow::Flow`. No decisions are made here.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -12,7 +13,9 @@ use sluice_core::gateway::Gateway;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root { gateway: None, instance: None, context_id, seq: Rc::new(Cell::new(0)) })
+    });
 }}
 
 /// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
@@ -20,6 +23,11 @@ const USAGE_PROPERTY: &str = "sluice_usage";
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
+    /// Unique per root-context instance: start time (ns) and context id.
+    instance: Option<Rc<str>>,
+    context_id: u32,
+    /// Usage-record sequence within this instance.
+    seq: Rc<Cell<u64>>,
 }
 
 impl Context for Root {}
@@ -32,6 +40,14 @@ impl RootContext for Root {
         };
         let compiled = PluginConfig::from_json(&bytes)
             .and_then(|cfg| Gateway::new(cfg, |var| std::env::var(var).ok()));
+        if self.instance.is_none() {
+            let nanos = self
+                .get_current_time()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            self.instance = Some(format!("{nanos:x}-{}", self.context_id).into());
+        }
         match compiled {
             Ok(gw) => {
                 log::info!("sluice: configuration '{}' loaded", gw.version);
@@ -53,6 +69,8 @@ impl RootContext for Root {
         Some(Box::new(Http {
             gateway: self.gateway.clone(),
             flow: Flow::new(now_ms(self)),
+            instance: self.instance.clone().unwrap_or_else(|| Rc::from("")),
+            seq: self.seq.clone(),
         }))
     }
 
@@ -64,6 +82,8 @@ impl RootContext for Root {
 struct Http {
     gateway: Option<Rc<Gateway>>,
     flow: Flow,
+    instance: Rc<str>,
+    seq: Rc<Cell<u64>>,
 }
 
 fn now_ms(ctx: &dyn Context) -> u64 {
@@ -204,6 +224,9 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        self.flow.set_sequence(&self.instance, seq);
         let record = self.flow.finish(now_ms(self));
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }

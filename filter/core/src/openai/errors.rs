@@ -30,6 +30,7 @@ fn openai_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PayloadTooLarge => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::QuotaExceeded => "insufficient_quota",
         ErrorKind::Unavailable | ErrorKind::Internal => "server_error",
     }
 }

@@ -1,0 +1,76 @@
+//! Shared state of the running control plane.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::store::{Store, UsageIn};
+
+/// The configuration currently served to every Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: i64,
+    pub config_json: String,
+}
+
+/// How Envoy loads the module (the ECDS resource carries the whole wasm
+/// filter config; only `configuration` changes between versions, so the VM
+/// is not rebuilt on a push).
+#[derive(Debug, Clone)]
+pub struct WasmSpec {
+    pub resource_name: String,
+    pub wasm_path: String,
+    pub vm_id: String,
+    pub env_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub streams: u32,
+    pub acked_version: Option<String>,
+    pub nacked_version: Option<String>,
+    pub nack_error: Option<String>,
+    pub last_seen: i64,
+}
+
+pub struct App {
+    pub store: Store,
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    pub nodes: Mutex<HashMap<String, NodeStatus>>,
+    pub wasm: WasmSpec,
+    pub ingest: mpsc::Sender<(String, UsageIn)>,
+}
+
+impl App {
+    /// Rebuilds the config from the store and pushes it if it changed.
+    pub fn republish(&self) -> Result<i64, String> {
+        let (version, config_json) = {
+            let c = self.store.lock();
+            crate::config_build::publish(&c)?
+        };
+        self.snapshot.send_if_modified(|cur| {
+            if cur.version == version {
+                return false;
+            }
+            *cur = Arc::new(Snapshot {
+                version,
+                config_json,
+            });
+            true
+        });
+        Ok(version)
+    }
+
+    pub fn node_update(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let e = nodes.entry(node.to_string()).or_insert_with(|| NodeStatus {
+            node: node.to_string(),
+            ..Default::default()
+        });
+        e.last_seen = crate::store::now_s();
+        f(e);
+    }
+}

@@ -1,0 +1,114 @@
+//! Builds the filter configuration from the store. The result is validated
+//! with the shared schema before it can become a version: an invalid config
+//! never reaches Envoy.
+
+use rusqlite::Connection;
+use sluice_config::{KeyStatus, Model, PluginConfig, Provider, Target, VirtualKey};
+
+use crate::store::{self, now_s};
+
+pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
+    let mut providers: Vec<Provider> = Vec::new();
+    {
+        let mut st = c
+            .prepare("SELECT spec FROM providers ORDER BY name")
+            .map_err(|e| e.to_string())?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| e.to_string())?;
+        for spec in rows {
+            let spec = spec.map_err(|e| e.to_string())?;
+            providers.push(serde_json::from_str(&spec).map_err(|e| e.to_string())?);
+        }
+    }
+    let mut models = Vec::new();
+    {
+        let mut st = c
+            .prepare("SELECT name, targets FROM models ORDER BY position, name")
+            .map_err(|e| e.to_string())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| e.to_string())?;
+        for row in rows {
+            let (name, targets) = row.map_err(|e| e.to_string())?;
+            let targets: Vec<Target> = serde_json::from_str(&targets).map_err(|e| e.to_string())?;
+            models.push(Model { name, targets });
+        }
+    }
+    let mut keys = Vec::new();
+    for k in store::list_keys(c).map_err(|e| e.to_string())? {
+        // Revoked and expired keys are not pushed at all.
+        if k.status == "revoked" || k.expires_at.is_some_and(|t| t <= now) {
+            continue;
+        }
+        let status = match k.status.as_str() {
+            "disabled" => KeyStatus::Disabled,
+            "over_budget" => KeyStatus::OverBudget,
+            _ => KeyStatus::Active,
+        };
+        keys.push(VirtualKey {
+            id: k.id,
+            name: k.name,
+            sha256: k.sha256,
+            // Allowed models that no longer exist are dropped here rather
+            // than making the whole configuration invalid.
+            models: k
+                .models
+                .into_iter()
+                .filter(|m| models.iter().any(|x: &Model| &x.name == m))
+                .collect(),
+            status,
+            expires_at: k.expires_at.map(|t| t as u64),
+        });
+    }
+    let cfg = PluginConfig {
+        version: String::new(),
+        keys,
+        providers,
+        models,
+        limits: Default::default(),
+    };
+    cfg.validate().map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok(cfg)
+}
+
+/// Builds, and records a new version when the content changed. Returns the
+/// current (version, config JSON).
+pub fn publish(c: &Connection) -> Result<(i64, String), String> {
+    let now = now_s();
+    let cfg = build(c, now)?;
+    let body = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+    let last: Option<(i64, String)> = c
+        .query_row(
+            "SELECT version, sha256 FROM config_versions ORDER BY version DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    let version = match last {
+        Some((v, s)) if s == sha => v,
+        Some((v, _)) => insert_version(c, v + 1, now, &sha, &body)?,
+        None => insert_version(c, 1, now, &sha, &body)?,
+    };
+    let mut stamped = cfg;
+    stamped.version = version.to_string();
+    Ok((
+        version,
+        serde_json::to_string(&stamped).map_err(|e| e.to_string())?,
+    ))
+}
+
+fn insert_version(c: &Connection, v: i64, now: i64, sha: &str, body: &str) -> Result<i64, String> {
+    c.execute(
+        "INSERT INTO config_versions (version, created_at, sha256, config) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![v, now, sha, body],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(v)
+}

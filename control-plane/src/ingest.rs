@@ -1,0 +1,152 @@
+//! The ledger writer: batches usage records into one sqlite transaction,
+//! idempotent on request id, counts per-VM sequence gaps (lost records), and
+//! re-checks the budgets of the keys it charged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::params;
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::pricing;
+use crate::store::{self, now_s, UsageIn};
+
+const MAX_BATCH: usize = 512;
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<(String, UsageIn)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(x)) => batch.push(x),
+                _ => break,
+            }
+        }
+        let app2 = app.clone();
+        let res = tokio::task::spawn_blocking(move || write_batch(&app2, batch)).await;
+        match res {
+            Ok(Ok(keys)) if !keys.is_empty() => {
+                if let Err(e) = enforce_budgets(&app, Some(&keys)) {
+                    eprintln!("sluice: budget check failed: {e}");
+                }
+            }
+            Ok(Err(e)) => eprintln!("sluice: ledger write failed: {e}"),
+            _ => {}
+        }
+    }
+}
+
+/// Writes a batch; returns the keys that were charged.
+pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result<HashSet<String>> {
+    let mut c = app.store.lock();
+    let prices = store::list_prices(&c)?;
+    let tx = c.transaction()?;
+    let mut charged = HashSet::new();
+    let now = now_s();
+    for (node, u) in batch {
+        let price = u
+            .upstream_model
+            .as_deref()
+            .and_then(|m| pricing::lookup(&prices, m))
+            .or_else(|| u.model.as_deref().and_then(|m| pricing::lookup(&prices, m)));
+        let cost = price
+            .map(|p| pricing::cost(p, u.prompt_tokens, u.completion_tokens, u.cached_tokens))
+            .unwrap_or(0.0);
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO usage (request_id, ts, node, key_id, model, provider,
+               upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
+               cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            params![
+                u.request_id,
+                now,
+                node,
+                u.key_id,
+                u.model,
+                u.provider,
+                u.upstream_model,
+                u.client_dialect,
+                u.stream,
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cached_tokens,
+                cost,
+                u.status,
+                u.error,
+                u.usage_source,
+                u.latency_ms,
+                u.ttft_ms
+            ],
+        )?;
+        if inserted == 0 {
+            continue; // a duplicate delivery: never counted twice
+        }
+        if let (Some(vm), Some(seq)) = (u.vm.as_deref().filter(|v| !v.is_empty()), u.seq) {
+            tx.execute(
+                "INSERT INTO log_streams (node, vm, max_seq, received) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT(node, vm) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq),
+                   received = received + 1",
+                params![node, vm, seq],
+            )?;
+        }
+        if cost > 0.0 {
+            if let Some(k) = u.key_id {
+                charged.insert(k);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(charged)
+}
+
+/// Marks keys over budget (or back under it after a period rolled over) and
+/// pushes a new config when anything changed. `only`: the keys to check.
+pub fn enforce_budgets(app: &App, only: Option<&HashSet<String>>) -> Result<(), String> {
+    let changed = {
+        let c = app.store.lock();
+        let now = now_s();
+        let mut changed = false;
+        for k in store::list_keys(&c).map_err(|e| e.to_string())? {
+            if only.is_some_and(|o| !o.contains(&k.id)) {
+                continue;
+            }
+            if k.status != "active" && k.status != "over_budget" {
+                continue;
+            }
+            let over = match k.budget_usd {
+                Some(b) => store::key_spend(&c, &k, now).map_err(|e| e.to_string())? >= b,
+                None => false,
+            };
+            let want = if over { "over_budget" } else { "active" };
+            if want != k.status {
+                c.execute(
+                    "UPDATE keys SET status = ?1 WHERE id = ?2",
+                    params![want, k.id],
+                )
+                .map_err(|e| e.to_string())?;
+                changed = true;
+            }
+        }
+        changed
+    };
+    if changed {
+        app.republish()?;
+    }
+    Ok(())
+}
+
+/// Periodic housekeeping: period roll-over un-blocks keys; expiry removes
+/// keys from the pushed config.
+pub async fn housekeeping(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        if let Err(e) = enforce_budgets(&app, None).and_then(|_| app.republish().map(|_| ())) {
+            eprintln!("sluice: housekeeping: {e}");
+        }
+    }
+}

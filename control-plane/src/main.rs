@@ -1,0 +1,263 @@
+//! `sluice`: the Sluice control plane (`sluice serve`) and the CLI that
+//! manages it through its admin API (`sluice keys create`, …).
+
+mod admin;
+mod als;
+mod app;
+mod cli;
+mod config_build;
+mod ingest;
+mod pricing;
+mod store;
+mod xds;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand};
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
+use rusqlite::params;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice control plane and CLI")]
+struct Cli {
+    /// Admin API address (CLI commands).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:18001",
+        global = true
+    )]
+    admin_url: String,
+    /// Admin bearer token (CLI commands; `serve`: the read-write token).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        default_value = "",
+        global = true,
+        hide_env_values = true
+    )]
+    token: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the control plane: xDS (ECDS) and access-log gRPC, admin HTTP API.
+    Serve(ServeArgs),
+    #[command(subcommand)]
+    Keys(cli::KeysCmd),
+    #[command(subcommand)]
+    Budgets(cli::BudgetsCmd),
+    #[command(subcommand)]
+    Models(cli::ModelsCmd),
+    #[command(subcommand)]
+    Providers(cli::ProvidersCmd),
+    #[command(subcommand)]
+    Prices(cli::PricesCmd),
+    #[command(subcommand)]
+    Usage(cli::UsageCmd),
+    /// Connected Envoys, acked versions, NACKs, lost usage records.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// sqlite database file (created if missing).
+    #[arg(long, default_value = "sluice.db")]
+    db: PathBuf,
+    /// gRPC address for xDS (ECDS) and the AccessLogService.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    grpc: SocketAddr,
+    /// Admin HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    admin: SocketAddr,
+    /// Read-only admin token.
+    #[arg(long, env = "SLUICE_ADMIN_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// Path of the filter .wasm as Envoy sees it.
+    #[arg(long)]
+    wasm: String,
+    /// ECDS resource name (the `config_discovery` name in Envoy's bootstrap).
+    #[arg(long, default_value = "sluice")]
+    resource_name: String,
+    /// Env vars exposed to the VM (provider keys), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    env_keys: Vec<String>,
+    /// A plugin configuration (JSON) to seed an empty database with.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Serve(a) => serve(a, cli.token),
+        other => cli::run(&cli.admin_url, &cli.token, other.into_cli()),
+    };
+    if let Err(e) = res {
+        eprintln!("sluice: {e}");
+        std::process::exit(1);
+    }
+}
+
+impl Cmd {
+    fn into_cli(self) -> cli::Command {
+        match self {
+            Cmd::Serve(_) => unreachable!("handled in main"),
+            Cmd::Keys(c) => cli::Command::Keys(c),
+            Cmd::Budgets(c) => cli::Command::Budgets(c),
+            Cmd::Models(c) => cli::Command::Models(c),
+            Cmd::Providers(c) => cli::Command::Providers(c),
+            Cmd::Prices(c) => cli::Command::Prices(c),
+            Cmd::Usage(c) => cli::Command::Usage(c),
+            Cmd::Status { json } => cli::Command::Status { json },
+        }
+    }
+}
+
+fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg = sluice_config::PluginConfig::from_json(&bytes).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut c = st.lock();
+    let n: i64 = c
+        .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let m: i64 = c
+        .query_row("SELECT COUNT(*) FROM models", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if n + m > 0 {
+        return Ok(()); // only an empty database is seeded
+    }
+    let tx = c.transaction().map_err(|e| e.to_string())?;
+    for p in &cfg.providers {
+        tx.execute(
+            "INSERT INTO providers (name, spec) VALUES (?1, ?2)",
+            params![p.name, serde_json::to_string(p).map_err(|e| e.to_string())?],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for (i, mo) in cfg.models.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO models (name, position, targets) VALUES (?1, ?2, ?3)",
+            params![
+                mo.name,
+                i as i64,
+                serde_json::to_string(&mo.targets).map_err(|e| e.to_string())?
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for k in &cfg.keys {
+        store::insert_key(
+            &tx,
+            &store::KeyRow {
+                id: k.id.clone(),
+                sha256: k.sha256.clone(),
+                prefix: "(seeded)".into(),
+                name: k.name.clone(),
+                owner: String::new(),
+                models: k.models.clone(),
+                rpm: None,
+                tpm: None,
+                budget_usd: None,
+                budget_period: "monthly".into(),
+                expires_at: k.expires_at.map(|t| t as i64),
+                status: match k.status {
+                    sluice_config::KeyStatus::Disabled => "disabled".into(),
+                    _ => "active".into(),
+                },
+                created_at: store::now_s(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
+    if rw_token.is_empty() {
+        return Err("serve needs an admin token: --token or SLUICE_ADMIN_TOKEN".into());
+    }
+    let st = store::Store::open(&a.db).map_err(|e| format!("{}: {e}", a.db.display()))?;
+    if let Some(p) = &a.seed {
+        seed(&st, p)?;
+    }
+    {
+        let c = st.lock();
+        if store::list_prices(&c)
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        {
+            for p in pricing::builtin() {
+                store::upsert_price(&c, &p).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let (version, config_json) = {
+        let c = st.lock();
+        config_build::publish(&c)?
+    };
+    let (snap_tx, _) = watch::channel(Arc::new(app::Snapshot {
+        version,
+        config_json,
+    }));
+    let (ingest_tx, ingest_rx) = mpsc::channel(4096);
+    let app = Arc::new(app::App {
+        store: st,
+        snapshot: snap_tx,
+        nodes: Mutex::new(Default::default()),
+        wasm: app::WasmSpec {
+            resource_name: a.resource_name,
+            wasm_path: a.wasm,
+            vm_id: "sluice".into(),
+            env_keys: a.env_keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        },
+        ingest: ingest_tx,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        tokio::spawn(ingest::run(app.clone(), ingest_rx));
+        tokio::spawn(ingest::housekeeping(app.clone()));
+        let admin_state = Arc::new(admin::AdminState {
+            app: app.clone(),
+            rw_token,
+            ro_token: a.read_token,
+        });
+        let listener = tokio::net::TcpListener::bind(a.admin)
+            .await
+            .map_err(|e| format!("admin {}: {e}", a.admin))?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, admin::router(admin_state)).await;
+        });
+        eprintln!(
+            "sluice: serving config version {version}; xDS + access logs on {}, admin on {}",
+            a.grpc, a.admin
+        );
+        let grpc = tonic::transport::Server::builder()
+            .add_service(ExtensionConfigDiscoveryServiceServer::new(xds::Ecds {
+                app: app.clone(),
+            }))
+            .add_service(AccessLogServiceServer::new(als::Als { app: app.clone() }))
+            .serve_with_shutdown(a.grpc, async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        grpc.await.map_err(|e| format!("gRPC {}: {e}", a.grpc))
+    })
+}

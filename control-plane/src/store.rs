@@ -1,0 +1,339 @@
+//! The sqlite store: keys (hashes only), providers, model routes, prices,
+//! the usage ledger and pushed config versions. One connection behind a
+//! mutex (sqlite serialises writers anyway); WAL so readers never block the
+//! ingest writer; versioned migrations.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// Schema migrations, applied in order; the index + 1 is the version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    models TEXT NOT NULL DEFAULT '[]',
+    rpm INTEGER,
+    tpm INTEGER,
+    budget_usd REAL,
+    budget_period TEXT NOT NULL DEFAULT 'total',
+    expires_at INTEGER,
+    status TEXT NOT NULL DEFAULT 'active',
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE providers (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    targets TEXT NOT NULL
+);
+CREATE TABLE guardrail_policy (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    spec TEXT NOT NULL
+);
+CREATE TABLE prices (
+    model TEXT PRIMARY KEY,
+    input_per_token REAL NOT NULL,
+    output_per_token REAL NOT NULL,
+    cached_input_per_token REAL,
+    source TEXT NOT NULL DEFAULT 'builtin'
+);
+CREATE TABLE usage (
+    request_id TEXT PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
+    key_id TEXT,
+    model TEXT,
+    provider TEXT,
+    upstream_model TEXT,
+    client_dialect TEXT,
+    stream INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL,
+    error TEXT,
+    usage_source TEXT,
+    latency_ms INTEGER,
+    ttft_ms INTEGER
+);
+CREATE INDEX usage_key_ts ON usage (key_id, ts);
+CREATE INDEX usage_ts ON usage (ts);
+CREATE TABLE config_versions (
+    version INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE log_streams (
+    node TEXT NOT NULL,
+    vm TEXT NOT NULL,
+    max_seq INTEGER NOT NULL DEFAULT 0,
+    received INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node, vm)
+);
+"#];
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRow {
+    pub id: String,
+    pub sha256: String,
+    pub prefix: String,
+    pub name: String,
+    pub owner: String,
+    pub models: Vec<String>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub budget_usd: Option<f64>,
+    pub budget_period: String,
+    pub expires_at: Option<i64>,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Price {
+    pub model: String,
+    pub input_per_token: f64,
+    pub output_per_token: f64,
+    pub cached_input_per_token: Option<f64>,
+    pub source: String,
+}
+
+/// One ledger row, as received from the filter's usage record.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UsageIn {
+    pub request_id: String,
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub client_dialect: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub prompt_tokens: i64,
+    #[serde(default)]
+    pub completion_tokens: i64,
+    #[serde(default)]
+    pub cached_tokens: i64,
+    #[serde(default)]
+    pub status: i64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub usage_source: Option<String>,
+    #[serde(default)]
+    pub latency_ms: Option<i64>,
+    #[serde(default)]
+    pub ttft_ms: Option<i64>,
+    /// Per-VM instance id and sequence number (loss detection).
+    #[serde(default)]
+    pub vm: Option<String>,
+    #[serde(default)]
+    pub seq: Option<i64>,
+}
+
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    fn init(mut conn: Connection) -> rusqlite::Result<Store> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a row is on disk before the ingest batch returns, so a
+        // `kill -9` after that point loses nothing.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    let models: String = r.get("models")?;
+    Ok(KeyRow {
+        id: r.get("id")?,
+        sha256: r.get("sha256")?,
+        prefix: r.get("prefix")?,
+        name: r.get("name")?,
+        owner: r.get("owner")?,
+        models: serde_json::from_str(&models).unwrap_or_default(),
+        rpm: r.get("rpm")?,
+        tpm: r.get("tpm")?,
+        budget_usd: r.get("budget_usd")?,
+        budget_period: r.get("budget_period")?,
+        expires_at: r.get("expires_at")?,
+        status: r.get("status")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
+pub fn list_keys(c: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
+    let mut st = c.prepare("SELECT * FROM keys ORDER BY created_at, id")?;
+    let rows = st.query_map([], key_from_row)?;
+    rows.collect()
+}
+
+pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO keys (id, sha256, prefix, name, owner, models, rpm, tpm, budget_usd,
+                           budget_period, expires_at, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            k.id,
+            k.sha256,
+            k.prefix,
+            k.name,
+            k.owner,
+            serde_json::to_string(&k.models).unwrap_or_else(|_| "[]".into()),
+            k.rpm,
+            k.tpm,
+            k.budget_usd,
+            k.budget_period,
+            k.expires_at,
+            k.status,
+            k.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyRow>> {
+    c.query_row("SELECT * FROM keys WHERE id = ?1", [id], key_from_row)
+        .optional()
+}
+
+pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
+    let mut st = c.prepare(
+        "SELECT model, input_per_token, output_per_token, cached_input_per_token, source
+         FROM prices ORDER BY model",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(Price {
+            model: r.get(0)?,
+            input_per_token: r.get(1)?,
+            output_per_token: r.get(2)?,
+            cached_input_per_token: r.get(3)?,
+            source: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn upsert_price(c: &Connection, p: &Price) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO prices (model, input_per_token, output_per_token, cached_input_per_token, source)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(model) DO UPDATE SET input_per_token = excluded.input_per_token,
+           output_per_token = excluded.output_per_token,
+           cached_input_per_token = excluded.cached_input_per_token, source = excluded.source",
+        params![
+            p.model,
+            p.input_per_token,
+            p.output_per_token,
+            p.cached_input_per_token,
+            p.source
+        ],
+    )?;
+    Ok(())
+}
+
+/// Start of the current budget period (unix seconds, UTC).
+pub fn period_start(period: &str, now: i64) -> i64 {
+    const DAY: i64 = 86_400;
+    match period {
+        "daily" => now - now.rem_euclid(DAY),
+        "monthly" => {
+            // Civil-from-days (Howard Hinnant), to find the 1st of the month.
+            let days = now.div_euclid(DAY);
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            (days - (d - 1)) * DAY
+        }
+        _ => 0,
+    }
+}
+
+/// Spend of a key in its current period.
+pub fn key_spend(c: &Connection, key: &KeyRow, now: i64) -> rusqlite::Result<f64> {
+    c.query_row(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE key_id = ?1 AND ts >= ?2",
+        params![key.id, period_start(&key.budget_period, now)],
+        |r| r.get(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        let s = Store::open(&p).unwrap();
+        let v: i64 = s
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        drop(s);
+        Store::open(&p).unwrap();
+    }
+
+    #[test]
+    fn periods() {
+        // 2026-11-22T10:00:00Z
+        let t = 1_795_341_600;
+        assert_eq!(period_start("daily", t), 1_795_305_600);
+        // 2026-11-01T00:00:00Z
+        assert_eq!(period_start("monthly", t), 1_793_491_200);
+        assert_eq!(period_start("total", t), 0);
+    }
+}

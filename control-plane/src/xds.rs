@@ -1,0 +1,248 @@
+//! ECDS: serves the Sluice wasm filter config as a `TypedExtensionConfig`,
+//! state-of-the-world and delta, pushing every new version to every stream.
+//! ACKs and NACKs are recorded per node (`sluice status`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    plugin_config, EnvironmentVariables, FailurePolicy, PluginConfig, VmConfig,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryService;
+use envoy_types::pb::google::protobuf::{Any, BoolValue, StringValue};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::app::{App, Snapshot, WasmSpec};
+
+pub const TYPED_EXTENSION_CONFIG: &str =
+    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+/// The ECDS resource for a config snapshot.
+pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
+    let vm = VmConfig {
+        vm_id: spec.vm_id.clone(),
+        runtime: "envoy.wasm.runtime.v8".into(),
+        code: Some(AsyncDataSource {
+            specifier: Some(async_data_source::Specifier::Local(DataSource {
+                specifier: Some(data_source::Specifier::Filename(spec.wasm_path.clone())),
+                ..Default::default()
+            })),
+        }),
+        environment_variables: Some(EnvironmentVariables {
+            host_env_keys: spec.env_keys.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let plugin = PluginConfig {
+        name: "sluice".into(),
+        root_id: "sluice".into(),
+        configuration: Some(Any {
+            type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+            value: StringValue {
+                value: snap.config_json.clone(),
+            }
+            .encode_to_vec(),
+        }),
+        failure_policy: FailurePolicy::FailReload as i32,
+        allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
+        vm: Some(plugin_config::Vm::VmConfig(vm)),
+        ..Default::default()
+    };
+    let wasm = Wasm {
+        config: Some(plugin),
+        ..Default::default()
+    };
+    let tec = TypedExtensionConfig {
+        name: spec.resource_name.clone(),
+        typed_config: Some(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm".into(),
+            value: wasm.encode_to_vec(),
+        }),
+    };
+    Any {
+        type_url: TYPED_EXTENSION_CONFIG.into(),
+        value: tec.encode_to_vec(),
+    }
+}
+
+pub struct Ecds {
+    pub app: Arc<App>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn node_id(n: &Option<envoy_types::pb::envoy::config::core::v3::Node>) -> Option<String> {
+    n.as_ref().map(|n| n.id.clone()).filter(|s| !s.is_empty())
+}
+
+#[tonic::async_trait]
+impl ExtensionConfigDiscoveryService for Ecds {
+    type StreamExtensionConfigsStream = BoxStream<DiscoveryResponse>;
+    type DeltaExtensionConfigsStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_extension_configs(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let mut snaps = app.snapshot.subscribe();
+            let mut node = String::from("unknown");
+            let mut nonce = 0u64;
+            let mut sent: Option<i64> = None;
+            let mut subscribed = false;
+            loop {
+                tokio::select! {
+                    msg = inbound.next() => {
+                        let Some(Ok(r)) = msg else { break };
+                        if let Some(n) = node_id(&r.node) {
+                            if node == "unknown" {
+                                node = n;
+                                app.node_update(&node, |s| s.streams += 1);
+                            }
+                        }
+                        if !r.response_nonce.is_empty() {
+                            match &r.error_detail {
+                                Some(e) => app.node_update(&node, |s| {
+                                    s.nacked_version = sent.map(|v| v.to_string());
+                                    s.nack_error = Some(e.message.clone());
+                                }),
+                                None => app.node_update(&node, |s| {
+                                    s.acked_version = Some(r.version_info.clone());
+                                }),
+                            }
+                            continue;
+                        }
+                        subscribed = true;
+                        // First request (or a re-subscribe): send current.
+                        let snap = snaps.borrow_and_update().clone();
+                        nonce += 1;
+                        sent = Some(snap.version);
+                        if tx.send(Ok(sotw(&app, &snap, nonce))).await.is_err() { break }
+                    }
+                    changed = snaps.changed(), if subscribed => {
+                        if changed.is_err() { break }
+                        let snap = snaps.borrow_and_update().clone();
+                        if sent == Some(snap.version) { continue }
+                        nonce += 1;
+                        sent = Some(snap.version);
+                        if tx.send(Ok(sotw(&app, &snap, nonce))).await.is_err() { break }
+                    }
+                }
+            }
+            app.node_update(&node, |s| s.streams = s.streams.saturating_sub(1));
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_extension_configs(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let mut snaps = app.snapshot.subscribe();
+            let mut node = String::from("unknown");
+            let mut nonce = 0u64;
+            let mut sent: Option<i64> = None;
+            let mut subscribed = false;
+            loop {
+                tokio::select! {
+                    msg = inbound.next() => {
+                        let Some(Ok(r)) = msg else { break };
+                        if let Some(n) = node_id(&r.node) {
+                            if node == "unknown" {
+                                node = n;
+                                app.node_update(&node, |s| s.streams += 1);
+                            }
+                        }
+                        if !r.response_nonce.is_empty() {
+                            match &r.error_detail {
+                                Some(e) => app.node_update(&node, |s| {
+                                    s.nacked_version = sent.map(|v| v.to_string());
+                                    s.nack_error = Some(e.message.clone());
+                                }),
+                                None => app.node_update(&node, |s| {
+                                    s.acked_version = sent.map(|v| v.to_string());
+                                }),
+                            }
+                            continue;
+                        }
+                        subscribed = true;
+                        let snap = snaps.borrow_and_update().clone();
+                        // A reconnecting Envoy tells us what it has; only
+                        // send when it differs.
+                        let have = r.initial_resource_versions.get(&app.wasm.resource_name);
+                        if have == Some(&snap.version.to_string()) && sent.is_none() {
+                            sent = Some(snap.version);
+                            app.node_update(&node, |s| s.acked_version = Some(snap.version.to_string()));
+                            continue;
+                        }
+                        nonce += 1;
+                        sent = Some(snap.version);
+                        if tx.send(Ok(delta(&app, &snap, nonce))).await.is_err() { break }
+                    }
+                    changed = snaps.changed(), if subscribed => {
+                        if changed.is_err() { break }
+                        let snap = snaps.borrow_and_update().clone();
+                        if sent == Some(snap.version) { continue }
+                        nonce += 1;
+                        sent = Some(snap.version);
+                        if tx.send(Ok(delta(&app, &snap, nonce))).await.is_err() { break }
+                    }
+                }
+            }
+            app.node_update(&node, |s| s.streams = s.streams.saturating_sub(1));
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_extension_configs(
+        &self,
+        _req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let snap = self.app.snapshot.borrow().clone();
+        Ok(Response::new(sotw(&self.app, &snap, 0)))
+    }
+}
+
+fn sotw(app: &App, snap: &Snapshot, nonce: u64) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: snap.version.to_string(),
+        resources: vec![resource(&app.wasm, snap)],
+        type_url: TYPED_EXTENSION_CONFIG.into(),
+        nonce: nonce.to_string(),
+        ..Default::default()
+    }
+}
+
+fn delta(app: &App, snap: &Snapshot, nonce: u64) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        system_version_info: snap.version.to_string(),
+        resources: vec![Resource {
+            name: app.wasm.resource_name.clone(),
+            version: snap.version.to_string(),
+            resource: Some(resource(&app.wasm, snap)),
+            ..Default::default()
+        }],
+        type_url: TYPED_EXTENSION_CONFIG.into(),
+        nonce: nonce.to_string(),
+        ..Default::default()
+    }
+}
