@@ -50,15 +50,15 @@ impl AccessLogService for Als {
                 let Ok(bytes) = BytesValue::decode(any.value.as_slice()) else {
                     continue;
                 };
-                match serde_json::from_slice::<UsageIn>(&bytes.value) {
-                    Ok(u) if !u.request_id.is_empty() => {
-                        // Backpressure rather than loss: the stream waits
-                        // while the writer catches up.
-                        if self.app.ingest.send((node.clone(), u)).await.is_err() {
-                            return Err(Status::unavailable("ledger writer stopped"));
-                        }
-                    }
-                    _ => {}
+                let Ok(u) = serde_json::from_slice::<UsageIn>(&bytes.value) else {
+                    continue;
+                };
+                // Backpressure rather than loss: the stream waits while the
+                // writer catches up.
+                if !u.request_id.is_empty()
+                    && self.app.ingest.send((node.clone(), u)).await.is_err()
+                {
+                    return Err(Status::unavailable("ledger writer stopped"));
                 }
             }
         }

@@ -62,7 +62,6 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
     };
     let wasm = Wasm {
         config: Some(plugin),
-        ..Default::default()
     };
     let tec = TypedExtensionConfig {
         name: spec.resource_name.clone(),
