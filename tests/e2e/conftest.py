@@ -23,7 +23,7 @@ def sha(k: str) -> str:
     return hashlib.sha256(k.encode()).hexdigest()
 
 
-def test_config() -> dict:
+def gateway_config() -> dict:
     return {
         "version": "e2e-1",
         "keys": [
@@ -64,7 +64,7 @@ def test_config() -> dict:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     # One worker: "the next request on the same worker" is then guaranteed.
-    s = launch.Stack(test_config(), workdir=tmp_path_factory.mktemp("stack"), concurrency=1)
+    s = launch.Stack(gateway_config(), workdir=tmp_path_factory.mktemp("stack"), concurrency=1)
     yield s
     s.stop()
 

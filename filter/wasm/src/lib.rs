@@ -1,7 +1,7 @@
 //! proxy-wasm glue: moves headers and bodies between Envoy and a
 //! `sluice_core::flow::Flow`. No decisions are made here.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -14,7 +14,7 @@ use sluice_core::gateway::Gateway;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root { gateway: None, instance: None, context_id, seq: Rc::new(Cell::new(0)) })
+        Box::new(Root { gateway: None, context_id })
     });
 }}
 
@@ -23,11 +23,24 @@ const USAGE_PROPERTY: &str = "sluice_usage";
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
-    /// Unique per root-context instance: start time (ns) and context id.
-    instance: Option<Rc<str>>,
     context_id: u32,
-    /// Usage-record sequence within this instance.
-    seq: Rc<Cell<u64>>,
+}
+
+// Usage records carry (VM instance, sequence) so the control plane can count
+// records lost in transit. Both live for the whole VM: a config push creates a
+// fresh root context, and restarting the sequence there would hide the loss of
+// the records just before it. (A VM is single-threaded.)
+thread_local! {
+    static VM_INSTANCE: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+    static SEQ: Cell<u64> = const { Cell::new(0) };
+}
+
+fn next_seq() -> u64 {
+    SEQ.with(|s| {
+        let n = s.get() + 1;
+        s.set(n);
+        n
+    })
 }
 
 impl Context for Root {}
@@ -40,14 +53,16 @@ impl RootContext for Root {
         };
         let compiled = PluginConfig::from_json(&bytes)
             .and_then(|cfg| Gateway::new(cfg, |var| std::env::var(var).ok()));
-        if self.instance.is_none() {
-            let nanos = self
-                .get_current_time()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            self.instance = Some(format!("{nanos:x}-{}", self.context_id).into());
-        }
+        let nanos = self
+            .get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = self.context_id;
+        VM_INSTANCE.with(|v| {
+            v.borrow_mut()
+                .get_or_insert_with(|| format!("{nanos:x}-{id}").into());
+        });
         match compiled {
             Ok(gw) => {
                 log::info!("sluice: configuration '{}' loaded", gw.version);
@@ -69,8 +84,9 @@ impl RootContext for Root {
         Some(Box::new(Http {
             gateway: self.gateway.clone(),
             flow: Flow::new(now_ms(self)),
-            instance: self.instance.clone().unwrap_or_else(|| Rc::from("")),
-            seq: self.seq.clone(),
+            instance: VM_INSTANCE
+                .with(|v| v.borrow().clone())
+                .unwrap_or_else(|| Rc::from("")),
         }))
     }
 
@@ -83,7 +99,6 @@ struct Http {
     gateway: Option<Rc<Gateway>>,
     flow: Flow,
     instance: Rc<str>,
-    seq: Rc<Cell<u64>>,
 }
 
 fn now_ms(ctx: &dyn Context) -> u64 {
@@ -224,9 +239,7 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        self.flow.set_sequence(&self.instance, seq);
+        self.flow.set_sequence(&self.instance, next_seq());
         let record = self.flow.finish(now_ms(self));
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }
