@@ -241,6 +241,7 @@ async fn create_key(
     }
     let period = nk.budget_period.unwrap_or_else(|| "monthly".into());
     check_period(&period)?;
+    let period_for_start = period.clone();
     check_budget(nk.budget_usd)?;
     let secret = format!("sk-sluice-{}", random_hex(24)?);
     let row = KeyRow {
@@ -257,6 +258,9 @@ async fn create_key(
         expires_at: nk.expires_at,
         status: "active".into(),
         created_at: now_s(),
+        budget_epoch: store::now_ms(),
+        budget_base_usd: nk.budget_usd,
+        budget_period_start: store::period_start(&period_for_start, now_s()),
     };
     let models = row.models.clone();
     let ((), version) = mutate(&s.app, |c| {
@@ -331,6 +335,7 @@ async fn set_budget(
             params![b.usd, period, id],
         )
         .map_err(internal)?;
+        store::reset_budget_epoch(c, &id, now_s()).map_err(internal)?;
         Ok(())
     })?;
     // Raising or lowering a budget may block or unblock the key at once.
@@ -470,6 +475,9 @@ async fn import_prices(
         store::upsert_price(&tx, p).map_err(internal)?;
     }
     tx.commit().map_err(internal)?;
+    drop(c);
+    // Targets carry prices: push them.
+    s.app.republish().map_err(internal)?;
     Ok(Json(json!({"imported": prices.len()})))
 }
 

@@ -3,11 +3,14 @@
 //! never reaches Envoy.
 
 use rusqlite::Connection;
-use sluice_config::{KeyStatus, Model, PluginConfig, Provider, Target, VirtualKey};
+use sluice_config::{
+    KeyBudget, KeyStatus, Model, PluginConfig, Provider, Target, TokenPrice, VirtualKey,
+};
 
 use crate::store::{self, now_s};
 
 pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
+    let prices = store::list_prices(c).map_err(|e| e.to_string())?;
     let mut providers: Vec<Provider> = Vec::new();
     {
         let mut st = c
@@ -31,7 +34,16 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             .map_err(|e| e.to_string())?;
         for row in rows {
             let (name, targets) = row.map_err(|e| e.to_string())?;
-            let targets: Vec<Target> = serde_json::from_str(&targets).map_err(|e| e.to_string())?;
+            let mut targets: Vec<Target> =
+                serde_json::from_str(&targets).map_err(|e| e.to_string())?;
+            // Each target carries its price for the filter's budget precheck.
+            for t in &mut targets {
+                t.price = crate::pricing::lookup(&prices, &t.model).map(|p| TokenPrice {
+                    input: p.input_per_token,
+                    output: p.output_per_token,
+                    cached_input: p.cached_input_per_token,
+                });
+            }
             models.push(Model { name, targets });
         }
     }
@@ -46,7 +58,15 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             "over_budget" => KeyStatus::OverBudget,
             _ => KeyStatus::Active,
         };
+        let budget = match (k.budget_usd, k.budget_base_usd) {
+            (Some(_), Some(base)) => Some(KeyBudget {
+                remaining_usd: (base.max(0.0) * 1e6).floor() / 1e6,
+                epoch: k.budget_epoch.max(0) as u64,
+            }),
+            _ => None,
+        };
         keys.push(VirtualKey {
+            budget,
             id: k.id,
             name: k.name,
             sha256: k.sha256,

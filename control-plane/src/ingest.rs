@@ -117,6 +117,15 @@ pub fn enforce_budgets(app: &App, only: Option<&HashSet<String>>) -> Result<(), 
             if k.status != "active" && k.status != "over_budget" {
                 continue;
             }
+            // A new period: the precheck restarts from the full budget.
+            if k.budget_usd.is_some()
+                && k.budget_period != "total"
+                && store::period_start(&k.budget_period, now) != k.budget_period_start
+                && k.budget_period_start != 0
+            {
+                store::reset_budget_epoch(&c, &k.id, now).map_err(|e| e.to_string())?;
+                changed = true;
+            }
             let over = match k.budget_usd {
                 Some(b) => store::key_spend(&c, &k, now).map_err(|e| e.to_string())? >= b,
                 None => false,

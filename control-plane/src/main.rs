@@ -180,6 +180,9 @@ fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
                     _ => "active".into(),
                 },
                 created_at: store::now_s(),
+                budget_epoch: 0,
+                budget_base_usd: None,
+                budget_period_start: 0,
             },
         )
         .map_err(|e| e.to_string())?;

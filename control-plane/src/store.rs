@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// Schema migrations, applied in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE keys (
     id TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL UNIQUE,
@@ -81,7 +82,13 @@ CREATE TABLE log_streams (
     received INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node, vm)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE keys ADD COLUMN budget_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN budget_base_usd REAL;
+ALTER TABLE keys ADD COLUMN budget_period_start INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 #[derive(Clone)]
 pub struct Store {
@@ -103,6 +110,13 @@ pub struct KeyRow {
     pub expires_at: Option<i64>,
     pub status: String,
     pub created_at: i64,
+    /// Precheck budget: remaining at the start of `budget_epoch`.
+    #[serde(default)]
+    pub budget_epoch: i64,
+    #[serde(default)]
+    pub budget_base_usd: Option<f64>,
+    #[serde(default)]
+    pub budget_period_start: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -206,6 +220,9 @@ pub fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         expires_at: r.get("expires_at")?,
         status: r.get("status")?,
         created_at: r.get("created_at")?,
+        budget_epoch: r.get("budget_epoch")?,
+        budget_base_usd: r.get("budget_base_usd")?,
+        budget_period_start: r.get("budget_period_start")?,
     })
 }
 
@@ -218,8 +235,9 @@ pub fn list_keys(c: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
 pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO keys (id, sha256, prefix, name, owner, models, rpm, tpm, budget_usd,
-                           budget_period, expires_at, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                           budget_period, expires_at, status, created_at, budget_epoch,
+                           budget_base_usd, budget_period_start)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             k.id,
             k.sha256,
@@ -233,10 +251,41 @@ pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
             k.budget_period,
             k.expires_at,
             k.status,
-            k.created_at
+            k.created_at,
+            k.budget_epoch,
+            k.budget_base_usd,
+            k.budget_period_start
         ],
     )?;
     Ok(())
+}
+
+/// Starts a new precheck epoch: the filter's per-Envoy counters restart from
+/// `budget − spend now`. Called when a budget is set and when its period
+/// rolls over — never for unrelated pushes, which must not reset counters
+/// while the ledger still lags in-flight requests.
+pub fn reset_budget_epoch(c: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
+    let Some(k) = get_key(c, id)? else {
+        return Ok(());
+    };
+    let base = match k.budget_usd {
+        Some(b) => Some((b - key_spend(c, &k, now)?).max(0.0)),
+        None => None,
+    };
+    let epoch = now_ms();
+    c.execute(
+        "UPDATE keys SET budget_epoch = ?1, budget_base_usd = ?2, budget_period_start = ?3
+         WHERE id = ?4",
+        params![epoch, base, period_start(&k.budget_period, now), id],
+    )?;
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyRow>> {

@@ -51,6 +51,20 @@ pub struct VirtualKey {
     /// so expiry is exact even between config pushes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Budget for the filter's precheck: what was left at the start of an
+    /// epoch. The filter reserves each request's estimated cost against it
+    /// per Envoy, so concurrent requests cannot overshoot while usage is in
+    /// flight. The epoch changes only when the budget is (re)set or a period
+    /// rolls over; pushes for other reasons keep the counters running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<KeyBudget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudget {
+    pub remaining_usd: f64,
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -152,6 +166,29 @@ pub struct Target {
     /// Relative weight (> 0).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Price of this target, for budget prechecks (the control plane fills it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<TokenPrice>,
+}
+
+/// USD per token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPrice {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+}
+
+impl TokenPrice {
+    /// Cost of a request; cached prompt tokens at the cached price.
+    pub fn cost(&self, prompt: u64, completion: u64, cached: u64) -> f64 {
+        let cached = cached.min(prompt);
+        (prompt - cached) as f64 * self.input
+            + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + completion as f64 * self.output
+    }
 }
 
 fn default_weight() -> u32 {

@@ -183,6 +183,14 @@ impl PluginConfig {
                     "duplicate key hash",
                 ));
             }
+            if let Some(b) = &k.budget {
+                if !(b.remaining_usd.is_finite() && b.remaining_usd >= 0.0) {
+                    errs.push(ConfigError::new(
+                        format!("{at}.budget.remaining_usd"),
+                        "must be a number >= 0",
+                    ));
+                }
+            }
             for (j, m) in k.models.iter().enumerate() {
                 if !model_names.contains(m.as_str()) {
                     errs.push(ConfigError::new(

@@ -48,7 +48,13 @@ fn one_request(gw: &Gateway, body: &[u8], response: &[u8]) -> usize {
         ..Default::default()
     };
     assert_eq!(f.on_request_headers(gw, &head), HeadersStep::ReadBody);
-    let fw = match f.on_request_body(gw, body.len(), true, || Some(body.to_vec())) {
+    let fw = match f.on_request_body(
+        gw,
+        &sluice_core::budget::MemoryStore::default(),
+        body.len(),
+        true,
+        || Some(body.to_vec()),
+    ) {
         BodyStep::Forward(fw) => fw.body.len(),
         _ => unreachable!(),
     };
@@ -58,7 +64,9 @@ fn one_request(gw: &Gateway, body: &[u8], response: &[u8]) -> usize {
         ResponseBodyStep::ReplaceWithStatus(_, b) | ResponseBodyStep::Replace(b) => b.len(),
         _ => 0,
     };
-    fw + n + f.finish(2).len()
+    fw + n
+        + f.finish(2, &sluice_core::budget::MemoryStore::default())
+            .len()
 }
 
 fn flows(c: &mut Criterion) {

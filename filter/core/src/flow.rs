@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use crate::auth::{presented_key, CLIENT_KEY_HEADERS};
+use crate::budget::{self, Reservation, SharedStore};
 use crate::canonical::{Dialect, Request};
 use crate::error::GatewayError;
 use crate::gateway::{Credential, Gateway, KeyEntry};
@@ -176,6 +177,8 @@ pub struct Flow {
     key_digest: Option<[u8; 32]>,
     /// An Anthropic client sent no `anthropic-version` (e.g. plain curl).
     client_anthropic_version_missing: bool,
+    /// Budget reserved for this request, and the price to settle it with.
+    reservation: Option<(Reservation, sluice_config::TokenPrice)>,
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
@@ -244,6 +247,7 @@ impl Flow {
             warnings: Warnings::default(),
             key_digest: None,
             client_anthropic_version_missing: true,
+            reservation: None,
         }
     }
 
@@ -384,6 +388,7 @@ impl Flow {
     pub fn on_request_body<'g>(
         &mut self,
         gw: &'g Gateway,
+        shared: &dyn SharedStore,
         body_size: usize,
         end_of_stream: bool,
         read: impl FnOnce() -> Option<Vec<u8>>,
@@ -399,7 +404,7 @@ impl Flow {
             return BodyStep::Wait;
         }
         let body = read().unwrap_or_default();
-        match self.route_request(gw, &body) {
+        match self.route_request(gw, shared, &body) {
             Ok(f) => {
                 self.phase = Phase::Upstream;
                 BodyStep::Forward(f)
@@ -411,6 +416,7 @@ impl Flow {
     fn route_request<'g>(
         &mut self,
         gw: &'g Gateway,
+        shared: &dyn SharedStore,
         body: &[u8],
     ) -> Result<Forward<'g>, GatewayError> {
         let endpoint = self
@@ -455,6 +461,24 @@ impl Flow {
             provider: Dialect::from_kind(provider.kind),
         };
         self.route = Some(route);
+        let max_tokens = probe.as_ref().and_then(|p| p.max_tokens);
+        if let (Some(b), Some(price)) = (key.budget, target.price) {
+            let estimate = price.cost(
+                body.len() as u64 / 4,
+                max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION),
+                0,
+            );
+            match budget::reserve(shared, b.epoch, &key.id, b.remaining_usd, estimate) {
+                Some(r) => self.reservation = Some((r, price)),
+                None => {
+                    return Err(GatewayError::new(
+                        429,
+                        crate::error::ErrorKind::QuotaExceeded,
+                        "This request would exceed the budget of this API key.",
+                    ))
+                }
+            }
+        }
 
         let new_body = if !route.translating() {
             match (&endpoint, &probe) {
@@ -775,8 +799,15 @@ impl Flow {
         self.record.seq = seq;
     }
 
-    /// The usage record, at the end of the request (`on_log`).
-    pub fn finish(&mut self, now_ms: u64) -> Vec<u8> {
+    /// The usage record, at the end of the request (`on_log`); settles the
+    /// budget reservation with the actual cost.
+    pub fn finish(&mut self, now_ms: u64, shared: &dyn SharedStore) -> Vec<u8> {
+        if let Some((r, price)) = self.reservation.take() {
+            let actual = self.usage.map_or(0.0, |u| {
+                price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+            });
+            budget::settle(shared, &r, actual);
+        }
         self.record.latency_ms = now_ms.saturating_sub(self.start_ms);
         if self.phase == Phase::Local {
             self.record.completed = true;
@@ -832,7 +863,7 @@ mod tests {
     }
 
     fn finish_json(f: &mut Flow, now: u64) -> Value {
-        serde_json::from_slice(&f.finish(now)).unwrap()
+        serde_json::from_slice(&f.finish(now, &crate::budget::MemoryStore::default())).unwrap()
     }
 
     #[test]
@@ -896,8 +927,23 @@ mod tests {
         let mut f = Flow::new(0);
         let h = head("POST", "/v1/chat/completions", Some("Bearer sk-1"));
         assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
-        assert_eq!(f.on_request_body(&g, 1000, false, || None), BodyStep::Wait);
-        match f.on_request_body(&g, 3000, false, || None) {
+        assert_eq!(
+            f.on_request_body(
+                &g,
+                &crate::budget::MemoryStore::default(),
+                1000,
+                false,
+                || None
+            ),
+            BodyStep::Wait
+        );
+        match f.on_request_body(
+            &g,
+            &crate::budget::MemoryStore::default(),
+            3000,
+            false,
+            || None,
+        ) {
             BodyStep::Reply(r) => assert_eq!(r.status, 413),
             other => panic!("{other:?}"),
         }
@@ -908,7 +954,13 @@ mod tests {
         let h = head("POST", "/v1/chat/completions", Some(&auth));
         assert_eq!(f.on_request_headers(g, &h), HeadersStep::ReadBody);
         let b = body.as_bytes().to_vec();
-        f.on_request_body(g, b.len(), true, || Some(b))
+        f.on_request_body(
+            g,
+            &crate::budget::MemoryStore::default(),
+            b.len(),
+            true,
+            || Some(b),
+        )
     }
 
     #[test]
@@ -1149,7 +1201,13 @@ mod tests {
             HeadersStep::Reply(r) => return BodyStep::Reply(r),
         }
         let b = body.as_bytes().to_vec();
-        f.on_request_body(g, b.len(), true, || Some(b))
+        f.on_request_body(
+            g,
+            &crate::budget::MemoryStore::default(),
+            b.len(),
+            true,
+            || Some(b),
+        )
     }
 
     fn header<'a>(fw: &'a Forward<'_>, name: &str) -> Option<&'a str> {
@@ -1197,7 +1255,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "Hello");
         assert_eq!(v["model"], "claude");
-        let rec: serde_json::Value = serde_json::from_slice(&f.finish(6)).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&f.finish(6, &crate::budget::MemoryStore::default())).unwrap();
         assert_eq!(
             (
                 rec["prompt_tokens"].as_u64(),
@@ -1388,7 +1447,9 @@ mod tests {
         assert!(s.starts_with("event: message_start"), "{s}");
         assert!(s.contains("\"text\":\"Hi\""));
         assert!(s.trim_end().ends_with("data: {\"type\":\"message_stop\"}"));
-        let rec: serde_json::Value = serde_json::from_slice(&f.finish(1_010)).unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&f.finish(1_010, &crate::budget::MemoryStore::default()))
+                .unwrap();
         assert_eq!(rec["completion_tokens"], 1);
         assert_eq!(rec["ttft_ms"], 4);
         assert_eq!(rec["client_dialect"], "anthropic");

@@ -14,6 +14,7 @@ pub struct KeyEntry {
     pub name: String,
     pub status: KeyStatus,
     pub expires_at: Option<u64>,
+    pub budget: Option<sluice_config::KeyBudget>,
     /// `None`: every model.
     pub models: Option<HashSet<String>>,
 }
@@ -52,6 +53,7 @@ pub enum Credential {
 pub struct TargetEntry {
     pub provider: usize,
     pub upstream_model: String,
+    pub price: Option<sluice_config::TokenPrice>,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ impl Gateway {
                     Some(TargetEntry {
                         provider: *provider_index.get(&t.provider)?,
                         upstream_model: t.model,
+                        price: t.price,
                     })
                 })
                 .collect();
@@ -160,6 +163,7 @@ impl Gateway {
                     name: k.name,
                     status: k.status,
                     expires_at: k.expires_at,
+                    budget: k.budget,
                     models: if k.models.is_empty() {
                         None
                     } else {

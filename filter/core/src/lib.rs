@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod auth;
+pub mod budget;
 pub mod canonical;
 pub mod error;
 pub mod flow;

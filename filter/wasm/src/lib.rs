@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use sluice_core::budget::SharedStore;
 use sluice_core::config::PluginConfig;
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, LocalReply, RequestHead, ResponseBodyStep};
 use sluice_core::gateway::Gateway;
@@ -17,6 +18,20 @@ proxy_wasm::main! {{
         Box::new(Root { gateway: None, context_id })
     });
 }}
+
+/// proxy-wasm shared data: one store per Envoy, shared by its worker VMs
+/// (same `vm_id`), with compare-and-swap.
+struct HostShared;
+
+impl SharedStore for HostShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
 
 /// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
 const USAGE_PROPERTY: &str = "sluice_usage";
@@ -165,7 +180,7 @@ impl HttpContext for Http {
         };
         match self
             .flow
-            .on_request_body(&gw, body_size, end_of_stream, move || body)
+            .on_request_body(&gw, &HostShared, body_size, end_of_stream, move || body)
         {
             BodyStep::Wait => Action::Pause,
             BodyStep::Reply(r) => self.reply(r),
@@ -240,7 +255,7 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         self.flow.set_sequence(&self.instance, next_seq());
-        let record = self.flow.finish(now_ms(self));
+        let record = self.flow.finish(now_ms(self), &HostShared);
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }
 }

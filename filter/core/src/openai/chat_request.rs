@@ -21,6 +21,10 @@ struct Probe<'a> {
     stream: Option<bool>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +44,8 @@ pub struct ChatRequest<'a> {
     stream_options: Option<&'a RawValue>,
     /// The client asked for the final usage chunk itself.
     pub client_wants_usage: bool,
+    /// `max_completion_tokens` or `max_tokens` (budget estimates).
+    pub max_tokens: Option<u64>,
 }
 
 impl<'a> ChatRequest<'a> {
@@ -78,6 +84,7 @@ impl<'a> ChatRequest<'a> {
             stream: probe.stream == Some(true),
             stream_options: probe.stream_options,
             client_wants_usage,
+            max_tokens: probe.max_completion_tokens.or(probe.max_tokens),
         })
     }
 
