@@ -254,7 +254,8 @@ class Envoy:
     """An Envoy process for a rendered bootstrap, with its own --base-id."""
 
     def __init__(self, workdir: Path, bootstrap: str, *, admin_port: int, concurrency: int = 1,
-                 env: dict | None = None, name: str = "envoy", log_level: str = "warning"):
+                 env: dict | None = None, name: str = "envoy", log_level: str = "warning",
+                 wait_ready: bool = True):
         self.workdir = workdir
         self.admin_port = admin_port
         self.admin = f"http://127.0.0.1:{admin_port}"
@@ -268,7 +269,8 @@ class Envoy:
              "--base-id", str(admin_port), "--log-level", log_level,
              "--component-log-level", "wasm:info"],
             stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
-        _wait_http(self.admin + "/ready", 60, self.proc, f"envoy ({self.log_path})")
+        if wait_ready:
+            _wait_http(self.admin + "/ready", 60, self.proc, f"envoy ({self.log_path})")
 
     def stats(self, filter_: str = "") -> dict:
         url = self.admin + "/stats?format=json" + (f"&filter={filter_}" if filter_ else "")

@@ -272,3 +272,24 @@ def test_time_from_exhausting_request_to_first_429(managed, capsys):
     with capsys.disabled():
         print(f"\n[measured] exhausting request → first 429: {took * 1000:.1f} ms")
     assert took < 1.0
+
+
+def test_a_nack_is_visible_in_status(tmp_path):
+    """An Envoy that cannot take the pushed config (here: the module path
+    does not exist on that host) NACKs it; `sluice status` shows its error."""
+    cp = launch.ControlPlane(tmp_path, seed=gateway_config(), wasm=tmp_path / "missing.wasm")
+    admin = launch.free_port()
+    envoy = launch.Envoy(tmp_path, launch.render_bootstrap(
+        config=None, listen_port=launch.free_port(), admin_port=admin, mock_port=1,
+        access_log=tmp_path / "a.log", real_clusters=False, control_plane_port=cp.grpc_port,
+        node_id="nacking-envoy"), admin_port=admin, wait_ready=False)
+    try:
+        def nacked():
+            nodes = cp.api("GET", "/v1/status")["nodes"]
+            return any(n["node"] == "nacking-envoy" and n["nack_error"] for n in nodes)
+        wait_for(nacked, timeout=30)
+        out = cp.cli("status").stdout
+        assert "nacking-envoy" in out and "missing.wasm" in out, out
+    finally:
+        envoy.stop()
+        cp.stop()
