@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -374,7 +375,8 @@ class Stack:
                  chunk_delay_ms: int = 0, real_clusters: bool = False,
                  mock_log_requests: bool = True, listen_address: str = "127.0.0.1",
                  managed: bool = False, xds_api_type: str = "GRPC",
-                 control_plane_ports: tuple[int, int] | None = None):
+                 control_plane_ports: tuple[int, int] | None = None,
+                 admin_token: str = "test-admin-token"):
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="sluice-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config if config is not None else demo_config(with_real=False)
@@ -385,7 +387,7 @@ class Stack:
             if managed:
                 grpc, admin = control_plane_ports or (None, None)
                 self.cp = ControlPlane(self.workdir, seed=self.config, grpc_port=grpc,
-                                       admin_port=admin)
+                                       admin_port=admin, token=admin_token)
             self.port = listen_port or free_port()
             admin_port = free_port()
             self.access_log = self.workdir / "access.log"
@@ -455,7 +457,8 @@ def cmd_run(args) -> int:
     managed = not args.static
     stack = Stack(cfg, workdir=workdir, listen_port=args.port, concurrency=args.concurrency,
                   real_clusters=True, chunk_delay_ms=args.chunk_delay_ms, managed=managed,
-                  control_plane_ports=(args.cp_grpc_port, args.cp_admin_port))
+                  control_plane_ports=(args.cp_grpc_port, args.cp_admin_port),
+                  admin_token=os.environ.get("SLUICE_ADMIN_TOKEN") or secrets.token_hex(16))
     models = ", ".join(m["name"] for m in cfg.get("models", []))
     cp = ""
     if stack.cp:

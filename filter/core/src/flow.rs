@@ -775,6 +775,9 @@ impl Flow {
             Some(mut r) => {
                 self.usage = r.usage;
                 r.model.clone_from(&self.public_model);
+                if r.created == 0 {
+                    r.created = self.start_ms / 1000;
+                }
                 ResponseBodyStep::ReplaceWithStatus(
                     status,
                     usage_probe::encode_response(route.client, &r),
@@ -1255,6 +1258,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "Hello");
         assert_eq!(v["model"], "claude");
+        assert_eq!(v["id"], "chatcmpl-msg_1");
         let rec: serde_json::Value =
             serde_json::from_slice(&f.finish(6, &crate::budget::MemoryStore::default())).unwrap();
         assert_eq!(

@@ -158,8 +158,13 @@ pub fn encode(r: &Response) -> Vec<u8> {
     } else {
         FinishReason::ToolCalls
     });
+    let id = if r.id.starts_with("chatcmpl") {
+        r.id.clone()
+    } else {
+        format!("chatcmpl-{}", r.id)
+    };
     let out = OutResponse {
-        id: &r.id,
+        id: &id,
         object: "chat.completion",
         created: r.created,
         model: &r.model,
