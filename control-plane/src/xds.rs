@@ -86,6 +86,110 @@ fn node_id(n: &Option<envoy_types::pb::envoy::config::core::v3::Node>) -> Option
     n.as_ref().map(|n| n.id.clone()).filter(|s| !s.is_empty())
 }
 
+/// What the stream driver needs from a discovery request, SotW or delta.
+trait XdsRequest: Send + 'static {
+    fn node_id(&self) -> Option<String>;
+    /// Set on ACKs and NACKs; empty on a (re)subscription.
+    fn response_nonce(&self) -> &str;
+    fn nack_message(&self) -> Option<String>;
+    /// The version a reconnecting Envoy already holds (delta only).
+    fn held_version(&self, _resource: &str) -> Option<String> {
+        None
+    }
+}
+
+impl XdsRequest for DiscoveryRequest {
+    fn node_id(&self) -> Option<String> {
+        node_id(&self.node)
+    }
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+    fn nack_message(&self) -> Option<String> {
+        self.error_detail.as_ref().map(|e| e.message.clone())
+    }
+}
+
+impl XdsRequest for DeltaDiscoveryRequest {
+    fn node_id(&self) -> Option<String> {
+        node_id(&self.node)
+    }
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+    fn nack_message(&self) -> Option<String> {
+        self.error_detail.as_ref().map(|e| e.message.clone())
+    }
+    fn held_version(&self, resource: &str) -> Option<String> {
+        self.initial_resource_versions.get(resource).cloned()
+    }
+}
+
+/// Drives one xDS stream: answers subscriptions with the current snapshot,
+/// pushes every new version, and records ACKs/NACKs for the node.
+fn serve_stream<Req: XdsRequest, Resp: Send + 'static>(
+    app: Arc<App>,
+    mut inbound: Streaming<Req>,
+    respond: fn(&App, &Snapshot, u64) -> Resp,
+) -> ReceiverStream<Result<Resp, Status>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut snaps = app.snapshot.subscribe();
+        let mut node = String::from("unknown");
+        let mut nonce = 0u64;
+        let mut sent: Option<i64> = None;
+        let mut subscribed = false;
+        loop {
+            let snap = tokio::select! {
+                msg = inbound.next() => {
+                    let Some(Ok(r)) = msg else { break };
+                    if let Some(n) = r.node_id() {
+                        if node == "unknown" {
+                            node = n;
+                            app.node_update(&node, |s| s.streams += 1);
+                        }
+                    }
+                    if !r.response_nonce().is_empty() {
+                        let sent_version = sent.map(|v| v.to_string());
+                        match r.nack_message() {
+                            Some(e) => app.node_update(&node, |s| {
+                                s.nacked_version = sent_version;
+                                s.nack_error = Some(e);
+                            }),
+                            None => app.node_update(&node, |s| s.acked_version = sent_version),
+                        }
+                        continue;
+                    }
+                    subscribed = true;
+                    let snap = snaps.borrow_and_update().clone();
+                    // A reconnecting delta client that already holds the
+                    // current version needs nothing.
+                    let v = snap.version.to_string();
+                    if sent.is_none() && r.held_version(&app.wasm.resource_name) == Some(v.clone()) {
+                        sent = Some(snap.version);
+                        app.node_update(&node, |s| s.acked_version = Some(v));
+                        continue;
+                    }
+                    snap
+                }
+                changed = snaps.changed(), if subscribed => {
+                    if changed.is_err() { break }
+                    let snap = snaps.borrow_and_update().clone();
+                    if sent == Some(snap.version) { continue }
+                    snap
+                }
+            };
+            nonce += 1;
+            sent = Some(snap.version);
+            if tx.send(Ok(respond(&app, &snap, nonce))).await.is_err() {
+                break;
+            }
+        }
+        app.node_update(&node, |s| s.streams = s.streams.saturating_sub(1));
+    });
+    ReceiverStream::new(rx)
+}
+
 #[tonic::async_trait]
 impl ExtensionConfigDiscoveryService for Ecds {
     type StreamExtensionConfigsStream = BoxStream<DiscoveryResponse>;
@@ -95,121 +199,16 @@ impl ExtensionConfigDiscoveryService for Ecds {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        let app = self.app.clone();
-        tokio::spawn(async move {
-            let mut snaps = app.snapshot.subscribe();
-            let mut node = String::from("unknown");
-            let mut nonce = 0u64;
-            let mut sent: Option<i64> = None;
-            let mut subscribed = false;
-            loop {
-                tokio::select! {
-                    msg = inbound.next() => {
-                        let Some(Ok(r)) = msg else { break };
-                        if let Some(n) = node_id(&r.node) {
-                            if node == "unknown" {
-                                node = n;
-                                app.node_update(&node, |s| s.streams += 1);
-                            }
-                        }
-                        if !r.response_nonce.is_empty() {
-                            match &r.error_detail {
-                                Some(e) => app.node_update(&node, |s| {
-                                    s.nacked_version = sent.map(|v| v.to_string());
-                                    s.nack_error = Some(e.message.clone());
-                                }),
-                                None => app.node_update(&node, |s| {
-                                    s.acked_version = Some(r.version_info.clone());
-                                }),
-                            }
-                            continue;
-                        }
-                        subscribed = true;
-                        // First request (or a re-subscribe): send current.
-                        let snap = snaps.borrow_and_update().clone();
-                        nonce += 1;
-                        sent = Some(snap.version);
-                        if tx.send(Ok(sotw(&app, &snap, nonce))).await.is_err() { break }
-                    }
-                    changed = snaps.changed(), if subscribed => {
-                        if changed.is_err() { break }
-                        let snap = snaps.borrow_and_update().clone();
-                        if sent == Some(snap.version) { continue }
-                        nonce += 1;
-                        sent = Some(snap.version);
-                        if tx.send(Ok(sotw(&app, &snap, nonce))).await.is_err() { break }
-                    }
-                }
-            }
-            app.node_update(&node, |s| s.streams = s.streams.saturating_sub(1));
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let s = serve_stream(self.app.clone(), req.into_inner(), sotw);
+        Ok(Response::new(Box::pin(s)))
     }
 
     async fn delta_extension_configs(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        let app = self.app.clone();
-        tokio::spawn(async move {
-            let mut snaps = app.snapshot.subscribe();
-            let mut node = String::from("unknown");
-            let mut nonce = 0u64;
-            let mut sent: Option<i64> = None;
-            let mut subscribed = false;
-            loop {
-                tokio::select! {
-                    msg = inbound.next() => {
-                        let Some(Ok(r)) = msg else { break };
-                        if let Some(n) = node_id(&r.node) {
-                            if node == "unknown" {
-                                node = n;
-                                app.node_update(&node, |s| s.streams += 1);
-                            }
-                        }
-                        if !r.response_nonce.is_empty() {
-                            match &r.error_detail {
-                                Some(e) => app.node_update(&node, |s| {
-                                    s.nacked_version = sent.map(|v| v.to_string());
-                                    s.nack_error = Some(e.message.clone());
-                                }),
-                                None => app.node_update(&node, |s| {
-                                    s.acked_version = sent.map(|v| v.to_string());
-                                }),
-                            }
-                            continue;
-                        }
-                        subscribed = true;
-                        let snap = snaps.borrow_and_update().clone();
-                        // A reconnecting Envoy tells us what it has; only
-                        // send when it differs.
-                        let have = r.initial_resource_versions.get(&app.wasm.resource_name);
-                        if have == Some(&snap.version.to_string()) && sent.is_none() {
-                            sent = Some(snap.version);
-                            app.node_update(&node, |s| s.acked_version = Some(snap.version.to_string()));
-                            continue;
-                        }
-                        nonce += 1;
-                        sent = Some(snap.version);
-                        if tx.send(Ok(delta(&app, &snap, nonce))).await.is_err() { break }
-                    }
-                    changed = snaps.changed(), if subscribed => {
-                        if changed.is_err() { break }
-                        let snap = snaps.borrow_and_update().clone();
-                        if sent == Some(snap.version) { continue }
-                        nonce += 1;
-                        sent = Some(snap.version);
-                        if tx.send(Ok(delta(&app, &snap, nonce))).await.is_err() { break }
-                    }
-                }
-            }
-            app.node_update(&node, |s| s.streams = s.streams.saturating_sub(1));
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let s = serve_stream(self.app.clone(), req.into_inner(), delta);
+        Ok(Response::new(Box::pin(s)))
     }
 
     async fn fetch_extension_configs(

@@ -207,6 +207,38 @@ pub struct ProviderError {
     pub message: String,
 }
 
+impl ProviderError {
+    /// An upstream event the decoder could not parse.
+    pub fn malformed_event() -> Self {
+        ProviderError {
+            status: 502,
+            kind: ErrorClass::Server,
+            message: "The provider sent a malformed stream event.".into(),
+        }
+    }
+
+    /// The upstream stream ended without finishing the response.
+    pub fn ended_early() -> Self {
+        ProviderError {
+            status: 502,
+            kind: ErrorClass::Server,
+            message: "The provider's stream ended before the response was complete.".into(),
+        }
+    }
+}
+
+/// End-of-stream handling shared by the stream decoders: once, an error
+/// event unless the provider finished the response, then `Done`.
+pub fn end_stream(done: &mut bool, finished: bool, out: &mut Vec<StreamEvent>) {
+    if !*done {
+        *done = true;
+        if !finished {
+            out.push(StreamEvent::Error(ProviderError::ended_early()));
+        }
+        out.push(StreamEvent::Done);
+    }
+}
+
 /// The shared vocabulary of provider error types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {

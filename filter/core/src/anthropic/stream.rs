@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::anthropic::response::{class_from_type, error_body, message_id, usage_from, usage_to};
 use crate::anthropic::types::{BlockDelta, StartBlock, StreamPayload};
-use crate::canonical::{ErrorClass, FinishReason, ProviderError, StreamEvent};
+use crate::canonical::{FinishReason, ProviderError, StreamEvent};
 use crate::sse::SseEvent;
 use crate::usage::TokenUsage;
 
@@ -30,11 +30,7 @@ impl Decoder {
         let payload: StreamPayload = match serde_json::from_slice(data) {
             Ok(p) => p,
             Err(_) => {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider sent a malformed stream event.".into(),
-                }));
+                out.push(StreamEvent::Error(ProviderError::malformed_event()));
                 return;
             }
         };
@@ -120,17 +116,7 @@ impl Decoder {
     }
 
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        if !self.done {
-            self.done = true;
-            if !self.finished {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider's stream ended before the response was complete.".into(),
-                }));
-            }
-            out.push(StreamEvent::Done);
-        }
+        crate::canonical::end_stream(&mut self.done, self.finished, out);
     }
 
     /// Usage as reported so far (used by passthrough metering).

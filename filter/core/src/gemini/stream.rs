@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::canonical::{synthesized_call_id, ErrorClass, FinishReason, ProviderError, StreamEvent};
+use crate::canonical::{synthesized_call_id, FinishReason, ProviderError, StreamEvent};
 use crate::gemini::json_path;
 use crate::gemini::response::{class_from_status, error_body, usage_from, usage_to};
 use crate::gemini::types::{Candidate, Content, FunctionCall, GPart, GenerateResponse};
@@ -36,11 +36,7 @@ impl Decoder {
         let r: GenerateResponse = match serde_json::from_slice(data) {
             Ok(r) => r,
             Err(_) => {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider sent a malformed stream event.".into(),
-                }));
+                out.push(StreamEvent::Error(ProviderError::malformed_event()));
                 return;
             }
         };
@@ -149,17 +145,9 @@ impl Decoder {
     /// Gemini streams end when the connection does; there is no terminator.
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         if !self.done {
-            self.done = true;
             self.close_partial(out);
-            if !self.finished {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider's stream ended before the response was complete.".into(),
-                }));
-            }
-            out.push(StreamEvent::Done);
         }
+        crate::canonical::end_stream(&mut self.done, self.finished, out);
     }
 }
 

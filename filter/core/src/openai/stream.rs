@@ -34,11 +34,7 @@ impl Decoder {
         let chunk: Chunk = match serde_json::from_slice(data) {
             Ok(c) => c,
             Err(_) => {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider sent a malformed stream event.".into(),
-                }));
+                out.push(StreamEvent::Error(ProviderError::malformed_event()));
                 return;
             }
         };
@@ -136,17 +132,7 @@ impl Decoder {
 
     /// End of the upstream byte stream.
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        if !self.done {
-            self.done = true;
-            if !self.finished {
-                out.push(StreamEvent::Error(ProviderError {
-                    status: 502,
-                    kind: ErrorClass::Server,
-                    message: "The provider's stream ended before the response was complete.".into(),
-                }));
-            }
-            out.push(StreamEvent::Done);
-        }
+        crate::canonical::end_stream(&mut self.done, self.finished, out);
     }
 }
 
