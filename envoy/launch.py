@@ -79,6 +79,14 @@ def demo_config(with_real: bool = True) -> dict:
     return cfg
 
 
+# Labels of the filter's metrics (filter/core/src/metrics.rs `LABELS`).
+METRIC_LABELS = ["provider", "model", "status_class", "token_type", "client_dialect"]
+
+
+def stats_tags() -> list[dict]:
+    return [{"tag_name": l, "regex": f"(;{l}=([^;]+))"} for l in METRIC_LABELS]
+
+
 ALL_ENV_KEYS = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "SLUICE_MOCK_API_KEY"]
 CONTROL_PLANE_CLUSTER = "sluice_control_plane"
 
@@ -177,6 +185,7 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
     managed = control_plane_port is not None
     return load_template("sluice.yaml.tmpl").substitute(
         NODE_ID=json.dumps(node_id),
+        STATS_TAGS=json.dumps(stats_tags()),
         ADMIN_PORT=admin_port,
         LISTEN_ADDRESS=listen_address,
         LISTEN_PORT=listen_port,

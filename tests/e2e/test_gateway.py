@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections import Counter
 
@@ -253,3 +254,46 @@ def test_invalid_configuration_is_rejected_by_the_filter(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     assert "unknown provider 'no-such-provider'" in p.stdout + p.stderr
+
+
+def test_prometheus_metrics_after_known_traffic(stack, client):
+    import re
+    import urllib.request
+
+    def scrape() -> dict:
+        with urllib.request.urlopen(stack.envoy.admin + "/stats/prometheus", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r"^(sluice_\w+|gen_ai_\w+?)(_count|_sum)?\{([^}]*)\} (\S+)$", line)
+            if m:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
+                key = (m.group(1) + (m.group(2) or ""), labels.get("provider"), labels.get("model"),
+                       labels.get("status_class") or labels.get("token_type"))
+                out[key] = out.get(key, 0) + float(m.group(4))
+        return out
+
+    before = scrape()
+    for _ in range(3):
+        assert client.post(CHAT, json=chat_body("other"), headers=auth()).status_code == 200
+    client.post(CHAT, json=chat_body("nope"), headers=auth())  # 404 before routing
+
+    def delta(key):
+        return scrape().get(key, 0) - before.get(key, 0)
+    req = ("sluice_requests_total", "mock", "other", "2xx")
+    deadline = time.monotonic() + 10
+    while delta(req) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert delta(req) == 3
+    assert delta(("sluice_tokens_total", "mock", "other", "output")) == 3 * 8
+    assert delta(("sluice_tokens_total", "mock", "other", "input")) > 0
+    # Histograms reach /stats/prometheus at Envoy's stats flush (5 s).
+    hist = ("gen_ai_client_token_usage_count", "mock", "other", "output")
+    deadline = time.monotonic() + 15
+    while delta(hist) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert delta(hist) == 3
+    # Envoy's histogram sums are approximate (log-linear buckets).
+    assert abs(delta(("gen_ai_client_token_usage_sum", "mock", "other", "output")) - 24) < 1
+    assert delta(("gen_ai_client_operation_duration_milliseconds_count", "mock", "other", None)) == 3
+    assert delta(("sluice_requests_total", "none", "nope", "4xx")) == 1

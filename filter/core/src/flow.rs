@@ -796,6 +796,11 @@ impl Flow {
         }
     }
 
+    /// The finished record (for metrics), after `finish`.
+    pub fn record(&self) -> &UsageRecord {
+        &self.record
+    }
+
     /// Tags the record with the producing VM instance and its sequence number.
     pub fn set_sequence(&mut self, vm: &str, seq: u64) {
         self.record.vm = vm.to_string();

@@ -41,6 +41,38 @@ struct Root {
     context_id: u32,
 }
 
+// Metric ids by full name: `define_metric` once per name and VM.
+thread_local! {
+    static METRICS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
+}
+
+fn record_metrics(record: &sluice_core::usage::UsageRecord) {
+    use proxy_wasm::hostcalls::{define_metric, increment_metric, record_metric};
+    use proxy_wasm::types::MetricType;
+    use sluice_core::metrics::{updates, Kind};
+    for u in updates(record) {
+        let id = METRICS.with(|m| {
+            let mut m = m.borrow_mut();
+            if let Some(id) = m.get(&u.name) {
+                return Some(*id);
+            }
+            let ty = match u.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Histogram => MetricType::Histogram,
+            };
+            let id = define_metric(ty, &u.name).ok()?;
+            m.insert(u.name.clone(), id);
+            Some(id)
+        });
+        if let Some(id) = id {
+            let _ = match u.kind {
+                Kind::Counter => increment_metric(id, u.value as i64),
+                Kind::Histogram => record_metric(id, u.value),
+            };
+        }
+    }
+}
+
 // Usage records carry (VM instance, sequence) so the control plane can count
 // records lost in transit. Both live for the whole VM: a config push creates a
 // fresh root context, and restarting the sequence there would hide the loss of
@@ -256,6 +288,7 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         self.flow.set_sequence(&self.instance, next_seq());
         let record = self.flow.finish(now_ms(self), &HostShared);
+        record_metrics(self.flow.record());
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }
 }
