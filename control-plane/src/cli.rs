@@ -21,6 +21,12 @@ pub enum KeysCmd {
         period: Option<String>,
         #[arg(long)]
         expires_at: Option<i64>,
+        /// Requests per minute (per Envoy).
+        #[arg(long)]
+        rpm: Option<i64>,
+        /// Tokens per minute (per Envoy).
+        #[arg(long)]
+        tpm: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -210,11 +216,13 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
             budget_usd,
             period,
             expires_at,
+            rpm,
+            tpm,
             json,
         }) => {
             let body = json!({"name": name, "owner": owner, "models": models,
                               "budget_usd": budget_usd, "budget_period": period,
-                              "expires_at": expires_at});
+                              "expires_at": expires_at, "rpm": rpm, "tpm": tpm});
             let v = c.call("POST", "/v1/keys", Some(body.to_string().into_bytes()))?;
             if json {
                 println!("{v}");

@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 use sluice_config::{
-    KeyBudget, KeyStatus, Model, PluginConfig, Provider, Target, TokenPrice, VirtualKey,
+    KeyBudget, KeyLimits, KeyStatus, Model, PluginConfig, Provider, Target, TokenPrice, VirtualKey,
 };
 
 use crate::store::{self, now_s};
@@ -65,7 +65,13 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             }),
             _ => None,
         };
+        let limits = (k.rpm.is_some() || k.tpm.is_some()).then(|| KeyLimits {
+            rpm: k.rpm.map(|v| v.max(0) as u64),
+            tpm: k.tpm.map(|v| v.max(0) as u64),
+            concurrent_streams: None,
+        });
         keys.push(VirtualKey {
+            limits,
             budget,
             id: k.id,
             name: k.name,

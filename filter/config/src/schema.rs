@@ -58,6 +58,23 @@ pub struct VirtualKey {
     /// rolls over; pushes for other reasons keep the counters running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<KeyBudget>,
+    /// Rate limits, enforced per Envoy across its worker VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<KeyLimits>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Streams open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_streams: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

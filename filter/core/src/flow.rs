@@ -17,6 +17,7 @@ use crate::budget::{self, Reservation, SharedStore};
 use crate::canonical::{Dialect, Request};
 use crate::error::GatewayError;
 use crate::gateway::{Credential, Gateway, KeyEntry};
+use crate::limits;
 use crate::openai::chat_request::ChatRequest;
 use crate::sse::SseParser;
 use crate::translate::stream::{Decoder, Encoder, StreamTranslator};
@@ -51,6 +52,8 @@ pub struct LocalReply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Extra headers (rate-limit status, `retry-after`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Headers and body to send upstream (borrowing from the gateway config).
@@ -179,6 +182,9 @@ pub struct Flow {
     client_anthropic_version_missing: bool,
     /// Budget reserved for this request, and the price to settle it with.
     reservation: Option<(Reservation, sluice_config::TokenPrice)>,
+    /// Rate-limit admission (settled at the end) and the status to report.
+    admission: Option<(limits::Admission, sluice_config::KeyLimits)>,
+    rate_status: Option<limits::Status>,
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
@@ -248,6 +254,8 @@ impl Flow {
             key_digest: None,
             client_anthropic_version_missing: true,
             reservation: None,
+            admission: None,
+            rate_status: None,
         }
     }
 
@@ -255,10 +263,17 @@ impl Flow {
         self.phase = Phase::Local;
         self.record.status = err.status;
         self.record.error = Some(err.kind.code());
+        let mut headers = self.rate_status.map(|s| s.headers()).unwrap_or_default();
+        if err.kind == crate::error::ErrorKind::RateLimited {
+            if let Some(s) = self.rate_status {
+                headers.push(("retry-after", s.reset_s.to_string()));
+            }
+        }
         LocalReply {
             status: err.status,
             content_type: "application/json",
             body: err.render(self.client),
+            headers,
         }
     }
 
@@ -269,6 +284,7 @@ impl Flow {
             status: 200,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
     }
 
@@ -462,6 +478,28 @@ impl Flow {
         };
         self.route = Some(route);
         let max_tokens = probe.as_ref().and_then(|p| p.max_tokens);
+        if let Some(l) = key.limits {
+            let estimate =
+                body.len() as u64 / 4 + max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION);
+            let (res, status) =
+                limits::admit(shared, &key.id, &l, estimate, stream, self.start_ms / 1000);
+            self.rate_status = Some(status);
+            match res {
+                Ok(a) => self.admission = Some((a, l)),
+                Err(which) => {
+                    let what = match which {
+                        limits::Refusal::Requests => "requests per minute",
+                        limits::Refusal::Tokens => "tokens per minute",
+                        limits::Refusal::Streams => "concurrent streams",
+                    };
+                    return Err(GatewayError::new(
+                        429,
+                        crate::error::ErrorKind::RateLimited,
+                        format!("Rate limit reached for this API key ({what}). Retry later."),
+                    ));
+                }
+            }
+        }
         if let (Some(b), Some(price)) = (key.budget, target.price) {
             let estimate = price.cost(
                 body.len() as u64 / 4,
@@ -595,6 +633,9 @@ impl Flow {
         if !self.warnings.is_empty() {
             out.set
                 .push((WARNINGS_HEADER, self.warnings.header_value()));
+        }
+        if let Some(s) = self.rate_status {
+            out.set.extend(s.headers());
         }
         if is_sse && (200..300).contains(&status) {
             out.remove_content_length = true;
@@ -810,6 +851,10 @@ impl Flow {
     /// The usage record, at the end of the request (`on_log`); settles the
     /// budget reservation with the actual cost.
     pub fn finish(&mut self, now_ms: u64, shared: &dyn SharedStore) -> Vec<u8> {
+        if let Some((a, l)) = self.admission.take() {
+            let actual = self.usage.map(|u| u.prompt_tokens + u.completion_tokens);
+            limits::settle(shared, &l, &a, actual);
+        }
         if let Some((r, price)) = self.reservation.take() {
             let actual = self.usage.map_or(0.0, |u| {
                 price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)

@@ -15,6 +15,7 @@ pub struct KeyEntry {
     pub status: KeyStatus,
     pub expires_at: Option<u64>,
     pub budget: Option<sluice_config::KeyBudget>,
+    pub limits: Option<sluice_config::KeyLimits>,
     /// `None`: every model.
     pub models: Option<HashSet<String>>,
 }
@@ -164,6 +165,7 @@ impl Gateway {
                     status: k.status,
                     expires_at: k.expires_at,
                     budget: k.budget,
+                    limits: k.limits,
                     models: if k.models.is_empty() {
                         None
                     } else {

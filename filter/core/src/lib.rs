@@ -13,6 +13,7 @@ pub mod flow;
 pub mod gateway;
 pub mod gemini;
 pub mod json_splice;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod routing;

@@ -157,11 +157,9 @@ fn now_ms(ctx: &dyn Context) -> u64 {
 
 impl Http {
     fn reply(&self, r: LocalReply) -> Action {
-        self.send_http_response(
-            u32::from(r.status),
-            vec![("content-type", r.content_type)],
-            Some(&r.body),
-        );
+        let mut headers = vec![("content-type", r.content_type)];
+        headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        self.send_http_response(u32::from(r.status), headers, Some(&r.body));
         Action::Pause
     }
 }
