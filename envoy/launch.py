@@ -80,7 +80,8 @@ def demo_config(with_real: bool = True) -> dict:
 
 
 # Labels of the filter's metrics (filter/core/src/metrics.rs `LABELS`).
-METRIC_LABELS = ["provider", "model", "status_class", "token_type", "client_dialect"]
+METRIC_LABELS = ["provider", "model", "status_class", "token_type", "client_dialect", "rule",
+                 "action"]
 
 
 def stats_tags() -> list[dict]:

@@ -27,6 +27,77 @@ pub struct PluginConfig {
     /// Size bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// Content rules (docs/guardrails.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<Guardrails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guardrails {
+    #[serde(default)]
+    pub rules: Vec<GuardrailRule>,
+    /// Environment variable with the salt of the `hash` action (a fixed
+    /// default salt is used when unset, which makes hashes guessable for
+    /// low-entropy values: set it in production).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_salt_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailRule {
+    /// Named in errors (never the matched text).
+    pub name: String,
+    pub detector: Detector,
+    pub action: GuardAction,
+    /// `request` (default), `response` or `both`.
+    #[serde(default)]
+    pub on: GuardDirection,
+    /// Public model names the rule applies to (a trailing `*` is a prefix);
+    /// empty: every model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Key ids the rule applies to; empty: every key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    Email,
+    Phone,
+    UsSsn,
+    /// Payment card numbers that pass the Luhn check.
+    PaymentCard,
+    /// IBANs that pass the ISO 13616 mod-97 check.
+    Iban,
+    IpAddress,
+    /// API keys (`sk-…`, `AKIA…`), private-key blocks, JWTs.
+    Secret,
+    /// A custom regular expression (Rust `regex` syntax).
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    /// Refuse with 400 naming the rule.
+    Block,
+    /// Replace with a typed placeholder such as `[EMAIL]`.
+    Mask,
+    /// Replace with a stable salted hash (`[EMAIL:3f2a…]`).
+    Hash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardDirection {
+    #[default]
+    Request,
+    Response,
+    Both,
 }
 
 /// A virtual key. Only its SHA-256 is ever stored or pushed.

@@ -201,6 +201,27 @@ impl PluginConfig {
             }
         }
 
+        if let Some(g) = &self.guardrails {
+            let mut names = HashSet::new();
+            for (i, r) in g.rules.iter().enumerate() {
+                let at = format!("guardrails.rules[{i}]");
+                if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                    errs.push(ConfigError::new(
+                        format!("{at}.name"),
+                        "must be non-empty and unique",
+                    ));
+                }
+                if let Detector::Regex(p) = &r.detector {
+                    if p.is_empty() || p.len() > 4096 {
+                        errs.push(ConfigError::new(
+                            format!("{at}.detector.regex"),
+                            "must be 1 to 4096 characters",
+                        ));
+                    }
+                }
+            }
+        }
+
         let l = &self.limits;
         for (name, v, min) in [
             ("max_request_body_bytes", l.max_request_body_bytes, 1024),

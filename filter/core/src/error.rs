@@ -15,6 +15,8 @@ pub enum ErrorKind {
     RateLimited,
     /// The key's budget is spent.
     QuotaExceeded,
+    /// A guardrail rule with action `block` matched.
+    GuardrailBlocked,
     /// The gateway cannot reach or use the provider (e.g. missing credential).
     Unavailable,
     Internal,
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::QuotaExceeded => "insufficient_quota",
+            ErrorKind::GuardrailBlocked => "guardrail_blocked",
             ErrorKind::Unavailable => "provider_unavailable",
             ErrorKind::Internal => "internal_error",
         }
@@ -44,7 +47,9 @@ impl ErrorKind {
     pub fn class(self) -> crate::canonical::ErrorClass {
         use crate::canonical::ErrorClass as C;
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => C::InvalidRequest,
+            ErrorKind::InvalidRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::GuardrailBlocked => C::InvalidRequest,
             ErrorKind::InvalidApiKey => C::Authentication,
             ErrorKind::PermissionDenied => C::PermissionDenied,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => C::NotFound,

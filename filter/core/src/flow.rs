@@ -17,7 +17,17 @@ use crate::budget::{self, Reservation, SharedStore};
 use crate::canonical::{Dialect, Request};
 use crate::error::GatewayError;
 use crate::gateway::{Credential, Gateway, KeyEntry};
+use crate::guardrails::{Blocked, Hit};
 use crate::limits;
+use sluice_config::GuardDirection;
+
+fn blocked(b: &Blocked) -> GatewayError {
+    GatewayError::new(
+        400,
+        crate::error::ErrorKind::GuardrailBlocked,
+        format!("Blocked by the gateway's guardrail '{}'.", b.rule),
+    )
+}
 use crate::openai::chat_request::ChatRequest;
 use crate::sse::SseParser;
 use crate::translate::stream::{Decoder, Encoder, StreamTranslator};
@@ -185,6 +195,10 @@ pub struct Flow {
     /// Rate-limit admission (settled at the end) and the status to report.
     admission: Option<(limits::Admission, sluice_config::KeyLimits)>,
     rate_status: Option<limits::Status>,
+    /// Guardrail rules that matched (for metrics).
+    guard_hits: Vec<Hit>,
+    /// Response guardrails apply to this request.
+    guard_response: bool,
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
@@ -256,6 +270,8 @@ impl Flow {
             reservation: None,
             admission: None,
             rate_status: None,
+            guard_hits: Vec::new(),
+            guard_response: false,
         }
     }
 
@@ -429,7 +445,44 @@ impl Flow {
         }
     }
 
+    /// Request guardrails run on the body the client sent (every dialect),
+    /// before routing and translation see it.
     fn route_request<'g>(
+        &mut self,
+        gw: &'g Gateway,
+        shared: &dyn SharedStore,
+        body: &[u8],
+    ) -> Result<Forward<'g>, GatewayError> {
+        if let Some(policy) = &gw.guardrails {
+            let model = match &self.endpoint {
+                Some(Endpoint::Gemini { model, .. }) => Some(model.clone()),
+                _ => ChatRequest::parse(body).ok().map(|p| p.model.to_string()),
+            };
+            let key_id = self
+                .key_digest
+                .and_then(|d| gw.key_by_digest(&d))
+                .map(|k| k.id.as_str())
+                .unwrap_or_default();
+            if let Some(model) = model {
+                if policy.active(GuardDirection::Request, &model, key_id) {
+                    match policy.apply_json(
+                        GuardDirection::Request,
+                        &model,
+                        key_id,
+                        body,
+                        &mut self.guard_hits,
+                    ) {
+                        Err(b) => return Err(blocked(&b)),
+                        Ok(Some(masked)) => return self.route_body(gw, shared, &masked),
+                        Ok(None) => {}
+                    }
+                }
+            }
+        }
+        self.route_body(gw, shared, body)
+    }
+
+    fn route_body<'g>(
         &mut self,
         gw: &'g Gateway,
         shared: &dyn SharedStore,
@@ -661,7 +714,12 @@ impl Flow {
             };
         } else {
             self.mode = ResponseMode::Buffer;
-            if route.translating() {
+            let key_id = self.record.key_id.as_deref().unwrap_or_default();
+            self.guard_response = gw
+                .guardrails
+                .as_ref()
+                .is_some_and(|p| p.active(GuardDirection::Response, &self.public_model, key_id));
+            if route.translating() || self.guard_response {
                 // The body is rewritten in the client's dialect, and its
                 // status may change (e.g. 529 → 503): hold the headers.
                 out.remove_content_length = true;
@@ -718,7 +776,8 @@ impl Flow {
                     return ResponseBodyStep::Wait;
                 }
                 let body = read().unwrap_or_default();
-                self.finish_buffered(route, &body)
+                let step = self.finish_buffered(route, &body);
+                self.guard_response_body(gw, step, &body)
             }
             ResponseMode::StreamPass {
                 parser,
@@ -798,6 +857,46 @@ impl Flow {
         }
     }
 
+    /// Response guardrails on the body the client would receive.
+    fn guard_response_body(
+        &mut self,
+        gw: &Gateway,
+        step: ResponseBodyStep,
+        original: &[u8],
+    ) -> ResponseBodyStep {
+        let (Some(policy), true) = (&gw.guardrails, self.guard_response) else {
+            return step;
+        };
+        let status = self.record.status;
+        let out: &[u8] = match &step {
+            ResponseBodyStep::Replace(b) | ResponseBodyStep::ReplaceWithStatus(_, b) => b,
+            _ => original,
+        };
+        let key_id = self.record.key_id.clone().unwrap_or_default();
+        match policy.apply_json(
+            GuardDirection::Response,
+            &self.public_model,
+            &key_id,
+            out,
+            &mut self.guard_hits,
+        ) {
+            Ok(None) => match step {
+                // Headers were held: release them with the status as is.
+                ResponseBodyStep::Pass => {
+                    ResponseBodyStep::ReplaceWithStatus(status, original.to_vec())
+                }
+                other => other,
+            },
+            Ok(Some(masked)) => ResponseBodyStep::ReplaceWithStatus(status, masked),
+            Err(b) => {
+                self.record.status = 400;
+                let err = blocked(&b);
+                self.record.error = Some(err.kind.code());
+                ResponseBodyStep::ReplaceWithStatus(400, err.render(self.client))
+            }
+        }
+    }
+
     fn finish_buffered(&mut self, route: Route, body: &[u8]) -> ResponseBodyStep {
         let status = self.record.status;
         if !route.translating() {
@@ -840,6 +939,11 @@ impl Flow {
     /// The finished record (for metrics), after `finish`.
     pub fn record(&self) -> &UsageRecord {
         &self.record
+    }
+
+    /// Guardrail rules that matched during the request.
+    pub fn guardrail_hits(&self) -> &[Hit] {
+        &self.guard_hits
     }
 
     /// Tags the record with the producing VM instance and its sequence number.

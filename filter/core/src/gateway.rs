@@ -77,6 +77,8 @@ impl ModelEntry {
 pub struct Gateway {
     pub version: String,
     pub limits: Limits,
+    /// Compiled once per configuration.
+    pub guardrails: Option<crate::guardrails::Policy>,
     keys: HashMap<[u8; 32], KeyEntry>,
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
@@ -91,6 +93,13 @@ impl Gateway {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Gateway, Vec<ConfigError>> {
         cfg.validate()?;
+        let guardrails = match &cfg.guardrails {
+            Some(g) if !g.rules.is_empty() => Some(
+                crate::guardrails::Policy::new(g, &env)
+                    .map_err(|e| vec![ConfigError::new("guardrails", e)])?,
+            ),
+            _ => None,
+        };
         let mut provider_index = HashMap::new();
         let mut providers = Vec::with_capacity(cfg.providers.len());
         for p in cfg.providers {
@@ -177,6 +186,7 @@ impl Gateway {
         Ok(Gateway {
             version: cfg.version,
             limits: cfg.limits,
+            guardrails,
             keys,
             models,
             model_order,

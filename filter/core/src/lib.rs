@@ -12,6 +12,7 @@ pub mod error;
 pub mod flow;
 pub mod gateway;
 pub mod gemini;
+pub mod guardrails;
 pub mod json_splice;
 pub mod limits;
 pub mod metrics;

@@ -18,6 +18,8 @@ pub const LABELS: &[&str] = &[
     "status_class",
     "token_type",
     "client_dialect",
+    "rule",
+    "action",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,27 @@ fn name(base: &str, labels: &[(&str, &str)]) -> String {
         n.push_str(&clean(v));
     }
     n
+}
+
+/// Guardrail hits: `sluice_guardrail_hits_total{rule, action}`.
+pub fn guardrail_updates(hits: &[crate::guardrails::Hit]) -> Vec<Update> {
+    hits.iter()
+        .map(|h| {
+            let action = match h.action {
+                sluice_config::GuardAction::Block => "block",
+                sluice_config::GuardAction::Mask => "mask",
+                sluice_config::GuardAction::Hash => "hash",
+            };
+            Update {
+                name: name(
+                    "sluice_guardrail_hits_total",
+                    &[("rule", &h.rule), ("action", action)],
+                ),
+                kind: Kind::Counter,
+                value: 1,
+            }
+        })
+        .collect()
 }
 
 /// The metric updates for one finished request.

@@ -46,11 +46,13 @@ thread_local! {
     static METRICS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
 }
 
-fn record_metrics(record: &sluice_core::usage::UsageRecord) {
+fn record_metrics(flow: &Flow) {
     use proxy_wasm::hostcalls::{define_metric, increment_metric, record_metric};
     use proxy_wasm::types::MetricType;
-    use sluice_core::metrics::{updates, Kind};
-    for u in updates(record) {
+    use sluice_core::metrics::{guardrail_updates, updates, Kind};
+    let mut all = updates(flow.record());
+    all.extend(guardrail_updates(flow.guardrail_hits()));
+    for u in all {
         let id = METRICS.with(|m| {
             let mut m = m.borrow_mut();
             if let Some(id) = m.get(&u.name) {
@@ -286,7 +288,7 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         self.flow.set_sequence(&self.instance, next_seq());
         let record = self.flow.finish(now_ms(self), &HostShared);
-        record_metrics(self.flow.record());
+        record_metrics(&self.flow);
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }
 }

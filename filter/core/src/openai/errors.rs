@@ -27,7 +27,8 @@ fn openai_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::ModelNotFound
         | ErrorKind::NotFound
         | ErrorKind::MethodNotAllowed
-        | ErrorKind::PayloadTooLarge => "invalid_request_error",
+        | ErrorKind::PayloadTooLarge
+        | ErrorKind::GuardrailBlocked => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::QuotaExceeded => "insufficient_quota",
