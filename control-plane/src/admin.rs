@@ -115,6 +115,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", put(put_model).delete(delete_model))
+        .route("/v1/guardrails", get(get_guardrails).put(put_guardrails))
         .route("/v1/prices", get(list_prices))
         .route("/v1/prices/import", post(import_prices))
         .route("/v1/usage", get(usage_report))
@@ -452,6 +453,41 @@ async fn delete_model(
         Ok(())
     })?;
     Ok(Json(json!({"deleted": name, "config_version": version})))
+}
+
+async fn get_guardrails(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    auth(&s, &h, false)?;
+    let c = s.app.store.lock();
+    let spec: Option<String> = c
+        .query_row("SELECT spec FROM guardrail_policy WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    let v = spec
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .unwrap_or(json!({"rules": []}));
+    Ok(Json(v))
+}
+
+async fn put_guardrails(
+    State(s): S,
+    h: HeaderMap,
+    Json(g): Json<sluice_config::Guardrails>,
+) -> Result<Json<Value>, ApiError> {
+    auth(&s, &h, true)?;
+    let spec = serde_json::to_string(&g).map_err(internal)?;
+    let ((), version) = mutate(&s.app, |c| {
+        c.execute(
+            "INSERT INTO guardrail_policy (id, spec) VALUES (1, ?1)
+             ON CONFLICT(id) DO UPDATE SET spec = excluded.spec",
+            [spec],
+        )
+        .map_err(internal)?;
+        Ok(())
+    })?;
+    Ok(Json(
+        json!({"rules": g.rules.len(), "config_version": version}),
+    ))
 }
 
 async fn list_prices(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {

@@ -80,6 +80,15 @@ pub enum ProvidersCmd {
 }
 
 #[derive(Subcommand)]
+pub enum GuardrailsCmd {
+    Show,
+    /// Replace the guardrail policy with a JSON file (docs/guardrails.md).
+    Set {
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum PricesCmd {
     List,
     /// Import LiteLLM's model_prices_and_context_window.json.
@@ -110,6 +119,7 @@ pub enum Command {
     Providers(ProvidersCmd),
     Prices(PricesCmd),
     Usage(UsageCmd),
+    Guardrails(GuardrailsCmd),
     Status { json: bool },
 }
 
@@ -357,6 +367,18 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
             let v = c.call("DELETE", &format!("/v1/providers/{name}"), None)?;
             println!(
                 "provider {name} deleted (config version {})",
+                s(&v["config_version"])
+            );
+        }
+        Command::Guardrails(GuardrailsCmd::Show) => {
+            println!("{}", c.call("GET", "/v1/guardrails", None)?);
+        }
+        Command::Guardrails(GuardrailsCmd::Set { file }) => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let v = c.call("PUT", "/v1/guardrails", Some(bytes))?;
+            println!(
+                "{} rules set (config version {})",
+                s(&v["rules"]),
                 s(&v["config_version"])
             );
         }

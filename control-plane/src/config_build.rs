@@ -2,7 +2,7 @@
 //! with the shared schema before it can become a version: an invalid config
 //! never reaches Envoy.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use sluice_config::{
     KeyBudget, KeyLimits, KeyStatus, Model, PluginConfig, Provider, Target, TokenPrice, VirtualKey,
 };
@@ -87,19 +87,31 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             expires_at: k.expires_at.map(|t| t as u64),
         });
     }
+    let guardrails = c
+        .query_row("SELECT spec FROM guardrail_policy WHERE id = 1", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map_err(|e| e.to_string())?
+        .map(|s| serde_json::from_str::<sluice_config::Guardrails>(&s).map_err(|e| e.to_string()))
+        .transpose()?;
     let cfg = PluginConfig {
         version: String::new(),
         keys,
         providers,
         models,
         limits: Default::default(),
+        guardrails,
     };
-    cfg.validate().map_err(|errs| {
+    // Exactly what the filter's on_configure does, so nothing it would
+    // reject (a bad guardrail regex, say) is ever pushed.
+    let join = |errs: Vec<sluice_config::ConfigError>| {
         errs.iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("; ")
-    })?;
+    };
+    sluice_core::gateway::Gateway::new(cfg.clone(), |_| None).map_err(join)?;
     Ok(cfg)
 }
 

@@ -61,6 +61,8 @@ enum Cmd {
     Prices(cli::PricesCmd),
     #[command(subcommand)]
     Usage(cli::UsageCmd),
+    #[command(subcommand)]
+    Guardrails(cli::GuardrailsCmd),
     /// Connected Envoys, acked versions, NACKs, lost usage records.
     Status {
         #[arg(long)]
@@ -118,6 +120,7 @@ impl Cmd {
             Cmd::Providers(c) => cli::Command::Providers(c),
             Cmd::Prices(c) => cli::Command::Prices(c),
             Cmd::Usage(c) => cli::Command::Usage(c),
+            Cmd::Guardrails(c) => cli::Command::Guardrails(c),
             Cmd::Status { json } => cli::Command::Status { json },
         }
     }

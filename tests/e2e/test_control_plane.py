@@ -293,3 +293,25 @@ def test_a_nack_is_visible_in_status(tmp_path):
     finally:
         envoy.stop()
         cp.stop()
+
+
+def test_guardrail_policy_is_pushed_and_bad_regexes_never_reach_envoy(managed, tmp_path):
+    good = tmp_path / "g.json"
+    good.write_text(json.dumps({"rules": [
+        {"name": "no-ssn", "detector": "us_ssn", "action": "block"}]}))
+    managed.cp.cli("guardrails", "set", str(good))
+    blocked = lambda: httpx.post(managed.url + "/v1/chat/completions", timeout=10, headers={
+        "Authorization": f"Bearer {TEST_KEY}"}, json={"model": "mock-gpt", "messages": [
+            {"role": "user", "content": "ssn 123-45-6789"}]}).status_code == 400
+    wait_for(blocked, timeout=5)
+    v = managed.cp.api("GET", "/v1/config")["version"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rules": [
+        {"name": "oops", "detector": {"regex": "(unclosed"}, "action": "mask"}]}))
+    p = managed.cp.cli("guardrails", "set", str(bad), check=False)
+    assert p.returncode != 0 and "invalid regex" in p.stderr
+    assert managed.cp.api("GET", "/v1/config")["version"] == v
+    # Leave the module's other tests unaffected.
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"rules": []}))
+    managed.cp.cli("guardrails", "set", str(empty))

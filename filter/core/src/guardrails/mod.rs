@@ -218,11 +218,7 @@ impl Policy {
         changed: &mut bool,
     ) -> Result<(), Blocked> {
         match v {
-            Value::String(s) => {
-                if self.apply_text(dir, model, key, s, hits)? {
-                    *changed = true;
-                }
-            }
+            Value::String(s) => *changed |= self.apply_text(dir, model, key, s, hits)?,
             Value::Array(a) => {
                 for x in a {
                     self.walk(dir, model, key, x, hits, changed)?;
