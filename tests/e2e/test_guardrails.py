@@ -30,6 +30,8 @@ def guarded(tmp_path_factory):
         {"name": "hash-ssn", "detector": "us_ssn", "action": "hash"},
         {"name": "brand", "detector": {"regex": "Sluice"}, "action": "mask", "on": "response",
          "models": ["mock-gpt"]},
+        {"name": "no-mock-word", "detector": {"regex": "mock provider"}, "action": "block",
+         "on": "response", "models": ["mock-gemini"]},
     ]}
     s = launch.Stack(cfg, workdir=tmp_path_factory.mktemp("guard"))
     yield s
@@ -97,3 +99,28 @@ def test_guardrail_hits_are_counted(guarded):
     while hits() < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert hits() >= 1
+
+
+def test_masked_streamed_answer(guarded):
+    o = openai.OpenAI(base_url=guarded.url + "/v1", api_key=TEST_KEY, max_retries=0)
+    text = ""
+    for ch in o.chat.completions.create(model="mock-gpt", stream=True,
+                                        messages=[{"role": "user", "content": "hi"}]):
+        if ch.choices:
+            text += ch.choices[0].delta.content or ""
+    # "Sluice" arrives as its own delta word (" Sluice"): caught and masked.
+    assert text == "Hello from the [REDACTED] mock provider. This"
+
+
+def test_blocked_stream_ends_with_an_error_event(guarded):
+    o = openai.OpenAI(base_url=guarded.url + "/v1", api_key=TEST_KEY, max_retries=0)
+    with pytest.raises(openai.APIError) as e:
+        list(o.chat.completions.create(model="mock-gemini", stream=True,
+                                       messages=[{"role": "user", "content": "hi"}]))
+    assert "no-mock-word" in str(e.value)
+    a = anthropic.Anthropic(base_url=guarded.url, api_key=TEST_KEY, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with a.messages.stream(model="mock-gemini", max_tokens=20,
+                               messages=[{"role": "user", "content": "x"}]) as s:
+            s.get_final_message()
+    assert "no-mock-word" in str(e.value)

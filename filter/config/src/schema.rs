@@ -42,6 +42,23 @@ pub struct Guardrails {
     /// low-entropy values: set it in production).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_salt_env: Option<String>,
+    /// Public model names allowed / denied for every key (a trailing `*`
+    /// is a prefix). Empty `allow`: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_models: Vec<String>,
+    /// Refuse prompts longer than this many tokens (counted with tiktoken;
+    /// an estimate for non-OpenAI models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<u64>,
+    /// Refuse requests asking for more completion tokens than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Refuse out-of-range parameters (temperature 0–2, top_p 0–1,
+    /// max_tokens ≥ 1) before they reach a provider.
+    #[serde(default)]
+    pub validate_parameters: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

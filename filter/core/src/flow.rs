@@ -530,10 +530,41 @@ impl Flow {
             provider: Dialect::from_kind(provider.kind),
         };
         self.route = Some(route);
-        let max_tokens = probe.as_ref().and_then(|p| p.max_tokens);
+        // The decoded request: needed to translate, or for policy checks.
+        let policy = gw.guardrails.as_ref();
+        let needs_canonical = route.translating() || policy.is_some_and(|p| p.needs_request());
+        let canonical = if needs_canonical {
+            Some(match &endpoint {
+                Endpoint::OpenAiChat => openai::request::decode(body)?,
+                Endpoint::AnthropicMessages => anthropic::request::decode(body)?,
+                Endpoint::Gemini { model, stream } => {
+                    gemini::request::decode(body, model, *stream)?
+                }
+            })
+        } else {
+            None
+        };
+        let mut max_tokens = probe.as_ref().and_then(|p| p.max_tokens);
+        let mut prompt_tokens = body.len() as u64 / 4;
+        if let Some(p) = policy {
+            let refuse = |msg: String| {
+                GatewayError::new(400, crate::error::ErrorKind::GuardrailBlocked, msg)
+            };
+            p.check_model(&model_name).map_err(refuse)?;
+            if let Some(req) = &canonical {
+                max_tokens = max_tokens.or(req.max_tokens);
+                let counted = p
+                    .max_input_tokens
+                    .map(|_| crate::tokens::count_request(&target.upstream_model, req));
+                if let Some(n) = counted {
+                    prompt_tokens = n;
+                }
+                p.check_request(req, counted).map_err(refuse)?;
+            }
+        }
         if let Some(l) = key.limits {
             let estimate =
-                body.len() as u64 / 4 + max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION);
+                prompt_tokens + max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION);
             let (res, status) =
                 limits::admit(shared, &key.id, &l, estimate, stream, self.start_ms / 1000);
             self.rate_status = Some(status);
@@ -555,7 +586,7 @@ impl Flow {
         }
         if let (Some(b), Some(price)) = (key.budget, target.price) {
             let estimate = price.cost(
-                body.len() as u64 / 4,
+                prompt_tokens,
                 max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION),
                 0,
             );
@@ -579,13 +610,8 @@ impl Flow {
                 _ => body.to_vec(),
             }
         } else {
-            let req = match &endpoint {
-                Endpoint::OpenAiChat => openai::request::decode(body)?,
-                Endpoint::AnthropicMessages => anthropic::request::decode(body)?,
-                Endpoint::Gemini { model, stream } => {
-                    gemini::request::decode(body, model, *stream)?
-                }
-            };
+            // Decoded above whenever the request is translated.
+            let req = canonical.ok_or_else(|| GatewayError::invalid_request("no request"))?;
             self.check_translatable(&req, route.provider)?;
             match route.provider {
                 Dialect::OpenAi => {
@@ -690,11 +716,18 @@ impl Flow {
         if let Some(s) = self.rate_status {
             out.set.extend(s.headers());
         }
+        let key_id = self.record.key_id.clone().unwrap_or_default();
+        let guard_stream = gw
+            .guardrails
+            .as_ref()
+            .is_some_and(|p| p.active(GuardDirection::Response, &self.public_model, &key_id));
         if is_sse && (200..300).contains(&status) {
             out.remove_content_length = true;
-            self.mode = if route.translating() {
+            // Response guardrails read the text as canonical events, so a
+            // guarded stream is re-encoded even between same-dialect ends.
+            self.mode = if route.translating() || guard_stream {
                 let created = self.start_ms / 1000;
-                ResponseMode::StreamTranslate(Box::new(StreamTranslator::new(
+                let mut t = StreamTranslator::new(
                     max_event,
                     Decoder::for_provider(route.provider),
                     Encoder::for_client(
@@ -703,7 +736,12 @@ impl Flow {
                         created,
                         self.client_wants_usage,
                     ),
-                )))
+                );
+                if guard_stream {
+                    self.guard_response = true;
+                    t.guard = Some(Default::default());
+                }
+                ResponseMode::StreamTranslate(Box::new(t))
             } else {
                 ResponseMode::StreamPass {
                     parser: SseParser::new(max_event),
@@ -842,7 +880,16 @@ impl Flow {
                 } else {
                     read().unwrap_or_default()
                 };
-                let out = t.feed(&chunk, end_of_stream);
+                let guard = match (&gw.guardrails, self.guard_response) {
+                    (Some(policy), true) => Some(crate::translate::stream::GuardCtx {
+                        policy,
+                        model: &self.public_model,
+                        key: self.record.key_id.as_deref().unwrap_or_default(),
+                        hits: &mut self.guard_hits,
+                    }),
+                    _ => None,
+                };
+                let out = t.feed_guarded(&chunk, end_of_stream, guard);
                 if self.record.ttft_ms.is_none() && !out.is_empty() {
                     self.record.ttft_ms = Some(now_ms.saturating_sub(self.start_ms));
                 }
@@ -1640,5 +1687,56 @@ mod tests {
             Some("/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse")
         );
         assert_eq!(header(&fw, "authorization"), Some("Bearer ya29.token"));
+    }
+
+    #[test]
+    fn response_guardrails_hold_and_block_translated_streams() {
+        let mut cfg: sluice_config::PluginConfig = serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [{"name": "ge", "kind": "gemini", "cluster": "c", "host": "h",
+                           "auth": {"type": "none"}}],
+            "models": [{"name": "gem", "targets": [{"provider": "ge", "model": "g"}]}]
+        }))
+        .unwrap();
+        cfg.guardrails = serde_json::from_value(serde_json::json!({"rules": [
+            {"name": "nope", "detector": {"regex": "mock provider"}, "action": "block",
+             "on": "response", "models": ["gem"]}]}))
+        .unwrap();
+        let g = Gateway::new(cfg, |_| None).unwrap();
+        let mut f = Flow::new(0);
+        assert!(matches!(
+            send(
+                &g,
+                &mut f,
+                "POST",
+                "/v1/chat/completions",
+                r#"{"model":"gem","stream":true,"messages":[{"role":"user","content":"x"}]}"#
+            ),
+            BodyStep::Forward(_)
+        ));
+        f.on_response_headers(&g, 200, Some("text/event-stream"));
+        let mut client = Vec::new();
+        let mut all = Vec::new();
+        for (i, w) in ["the", " mock", " provider"].iter().enumerate() {
+            let finish = if i == 2 {
+                r#","finishReason":"STOP""#
+            } else {
+                ""
+            };
+            // Gemini repeats usage in every chunk: it must not release text.
+            all.extend(format!(
+                "data: {{\"candidates\":[{{\"content\":{{\"role\":\"model\",\"parts\":[{{\"text\":\"{w}\"}}]}}{finish}}}],\"usageMetadata\":{{\"promptTokenCount\":3}}}}\r\n\r\n"
+            ).into_bytes());
+        }
+        // Everything in one callback, then the empty end-of-stream one.
+        for (chunk, last) in [(all, false), (Vec::new(), true)] {
+            match f.on_response_body(&g, chunk.len(), last, 1, || Some(chunk.clone())) {
+                ResponseBodyStep::Replace(b) => client.extend(b),
+                other => panic!("{other:?}"),
+            }
+        }
+        let s = String::from_utf8(client).unwrap();
+        assert!(!s.contains("mock"), "{s}");
+        assert!(s.contains("nope"), "{s}");
     }
 }

@@ -94,7 +94,7 @@ impl Gateway {
     ) -> Result<Gateway, Vec<ConfigError>> {
         cfg.validate()?;
         let guardrails = match &cfg.guardrails {
-            Some(g) if !g.rules.is_empty() => Some(
+            Some(g) => Some(
                 crate::guardrails::Policy::new(g, &env)
                     .map_err(|e| vec![ConfigError::new("guardrails", e)])?,
             ),

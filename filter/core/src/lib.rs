@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openai;
 pub mod routing;
 pub mod sse;
+pub mod tokens;
 pub mod translate;
 pub mod usage;
 

@@ -66,6 +66,18 @@ impl Rule {
 pub struct Policy {
     rules: Vec<Rule>,
     salt: String,
+    allow_models: Vec<String>,
+    deny_models: Vec<String>,
+    pub max_input_tokens: Option<u64>,
+    max_tokens: Option<u64>,
+    validate_parameters: bool,
+}
+
+fn model_matches(list: &[String], model: &str) -> bool {
+    list.iter().any(|m| match m.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix),
+        None => m == model,
+    })
 }
 
 impl std::fmt::Debug for Policy {
@@ -109,11 +121,144 @@ impl Policy {
             .as_deref()
             .and_then(env)
             .unwrap_or_else(|| "sluice-default-salt".to_string());
-        Ok(Policy { rules, salt })
+        Ok(Policy {
+            rules,
+            salt,
+            allow_models: g.allow_models.clone(),
+            deny_models: g.deny_models.clone(),
+            max_input_tokens: g.max_input_tokens,
+            max_tokens: g.max_tokens,
+            validate_parameters: g.validate_parameters,
+        })
+    }
+
+    /// Model allow/deny lists.
+    pub fn check_model(&self, model: &str) -> Result<(), String> {
+        if model_matches(&self.deny_models, model)
+            || (!self.allow_models.is_empty() && !model_matches(&self.allow_models, model))
+        {
+            return Err(format!(
+                "The model `{}` is not allowed by the gateway's policy.",
+                crate::error::truncate(model, 128)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether checks need the decoded request.
+    pub fn needs_request(&self) -> bool {
+        self.max_input_tokens.is_some() || self.max_tokens.is_some() || self.validate_parameters
+    }
+
+    /// Caps and parameter ranges; `input_tokens` when a cap is set.
+    pub fn check_request(
+        &self,
+        r: &crate::canonical::Request,
+        input_tokens: Option<u64>,
+    ) -> Result<(), String> {
+        if self.validate_parameters {
+            if let Some(t) = r.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+                return Err(format!("temperature must be between 0 and 2 (got {t})."));
+            }
+            if let Some(p) = r.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
+                return Err(format!("top_p must be between 0 and 1 (got {p})."));
+            }
+            if r.max_tokens == Some(0) {
+                return Err("max_tokens must be at least 1.".into());
+            }
+            if r.n == Some(0) {
+                return Err("n must be at least 1.".into());
+            }
+        }
+        if let (Some(cap), Some(m)) = (self.max_tokens, r.max_tokens) {
+            if m > cap {
+                return Err(format!(
+                    "max_tokens is {m}; the gateway allows at most {cap}."
+                ));
+            }
+        }
+        if let (Some(cap), Some(n)) = (self.max_input_tokens, input_tokens) {
+            if n > cap {
+                return Err(format!(
+                    "The prompt is {n} tokens; the gateway allows at most {cap}."
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn active(&self, dir: GuardDirection, model: &str, key: &str) -> bool {
         self.rules.iter().any(|r| r.applies(dir, model, key))
+    }
+
+    /// Matches of the applicable rules, ordered and non-overlapping
+    /// (earlier rules win where matches overlap).
+    fn find(
+        &self,
+        dir: GuardDirection,
+        model: &str,
+        key: &str,
+        text: &str,
+    ) -> Vec<(std::ops::Range<usize>, &Rule)> {
+        let mut found: Vec<(std::ops::Range<usize>, &Rule)> = Vec::new();
+        let mut ranges = Vec::new();
+        for r in self.rules.iter().filter(|r| r.applies(dir, model, key)) {
+            ranges.clear();
+            r.detector.find(text, &mut ranges);
+            found.extend(ranges.drain(..).map(|range| (range, r)));
+        }
+        found.sort_by_key(|(r, _)| r.start);
+        let mut at = 0;
+        found.retain(|(r, _)| {
+            let keep = r.start >= at;
+            if keep {
+                at = r.end;
+            }
+            keep
+        });
+        found
+    }
+
+    /// `text` with `matches` replaced; `Err` if one is a `block` rule.
+    fn rewrite(
+        &self,
+        text: &str,
+        matches: &[(std::ops::Range<usize>, &Rule)],
+        hits: &mut Vec<Hit>,
+    ) -> Result<String, Blocked> {
+        if let Some((_, r)) = matches.iter().find(|(_, r)| r.action == GuardAction::Block) {
+            hits.push(Hit {
+                rule: r.name.clone(),
+                action: r.action,
+            });
+            return Err(Blocked {
+                rule: r.name.clone(),
+            });
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (range, rule) in matches {
+            out.push_str(&text[at..range.start]);
+            out.push('[');
+            out.push_str(rule.detector.label);
+            if rule.action == GuardAction::Hash {
+                let mut h = Sha256::new();
+                h.update(self.salt.as_bytes());
+                h.update(text[range.clone()].as_bytes());
+                out.push(':');
+                for b in &h.finalize()[..6] {
+                    out.push_str(&format!("{b:02x}"));
+                }
+            }
+            out.push(']');
+            hits.push(Hit {
+                rule: rule.name.clone(),
+                action: rule.action,
+            });
+            at = range.end;
+        }
+        out.push_str(&text[at..]);
+        Ok(out)
     }
 
     /// Applies the rules to one string. `Ok(true)` when it was rewritten.
@@ -125,64 +270,11 @@ impl Policy {
         text: &mut String,
         hits: &mut Vec<Hit>,
     ) -> Result<bool, Blocked> {
-        let mut found: Vec<(std::ops::Range<usize>, &Rule)> = Vec::new();
-        let mut ranges = Vec::new();
-        for r in self.rules.iter().filter(|r| r.applies(dir, model, key)) {
-            ranges.clear();
-            r.detector.find(text, &mut ranges);
-            for range in ranges.drain(..) {
-                if r.action == GuardAction::Block {
-                    hits.push(Hit {
-                        rule: r.name.clone(),
-                        action: r.action,
-                    });
-                    return Err(Blocked {
-                        rule: r.name.clone(),
-                    });
-                }
-                found.push((range, r));
-            }
-        }
-        if found.is_empty() {
+        let matches = self.find(dir, model, key, text);
+        if matches.is_empty() {
             return Ok(false);
         }
-        // Earlier rules win where matches overlap.
-        found.sort_by_key(|(r, _)| r.start);
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for (range, rule) in found {
-            if range.start < at {
-                continue;
-            }
-            out.push_str(&text[at..range.start]);
-            match rule.action {
-                GuardAction::Hash => {
-                    let mut h = Sha256::new();
-                    h.update(self.salt.as_bytes());
-                    h.update(text[range.clone()].as_bytes());
-                    let digest = h.finalize();
-                    out.push('[');
-                    out.push_str(rule.detector.label);
-                    out.push(':');
-                    for b in &digest[..6] {
-                        out.push_str(&format!("{b:02x}"));
-                    }
-                    out.push(']');
-                }
-                _ => {
-                    out.push('[');
-                    out.push_str(rule.detector.label);
-                    out.push(']');
-                }
-            }
-            hits.push(Hit {
-                rule: rule.name.clone(),
-                action: rule.action,
-            });
-            at = range.end;
-        }
-        out.push_str(&text[at..]);
-        *text = out;
+        *text = self.rewrite(text, &matches, hits)?;
         Ok(true)
     }
 
@@ -234,6 +326,115 @@ impl Policy {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Characters of streamed text held back so that a match split across
+/// deltas is still caught whole: matches up to this length are guaranteed.
+pub const STREAM_HOLD_BACK: usize = 256;
+
+/// Response guardrails on a stream of canonical events: text deltas are
+/// scanned with a bounded held-back tail; everything else passes, flushing
+/// the tail first so order is kept.
+#[derive(Debug, Default)]
+pub struct StreamGuard {
+    pending: String,
+}
+
+impl StreamGuard {
+    /// Filters `events` in place. On a `block`, the stream is replaced by an
+    /// error event and `Done`.
+    pub fn filter(
+        &mut self,
+        policy: &Policy,
+        model: &str,
+        key: &str,
+        events: &mut Vec<crate::canonical::StreamEvent>,
+        hits: &mut Vec<Hit>,
+    ) {
+        use crate::canonical::StreamEvent as E;
+        let input = std::mem::take(events);
+        let mut out = Vec::with_capacity(input.len());
+        for ev in input {
+            match ev {
+                E::Text(t) => {
+                    self.pending.push_str(&t);
+                    match self.release(policy, model, key, false, hits) {
+                        Ok(Some(text)) => out.push(E::Text(text)),
+                        Ok(None) => {}
+                        Err(b) => return Self::blocked(events, out, &b),
+                    }
+                }
+                // Bookkeeping events carry no text to order against: no flush
+                // (Gemini sends usage with every chunk).
+                other @ (E::Usage(_) | E::Start { .. } | E::ThinkingSignature(_)) => {
+                    out.push(other)
+                }
+                other => {
+                    match self.release(policy, model, key, true, hits) {
+                        Ok(Some(text)) => out.push(E::Text(text)),
+                        Ok(None) => {}
+                        Err(b) => return Self::blocked(events, out, &b),
+                    }
+                    out.push(other);
+                }
+            }
+        }
+        *events = out;
+    }
+
+    fn blocked(
+        events: &mut Vec<crate::canonical::StreamEvent>,
+        mut out: Vec<crate::canonical::StreamEvent>,
+        b: &Blocked,
+    ) {
+        use crate::canonical::{ErrorClass, ProviderError, StreamEvent as E};
+        out.push(E::Error(ProviderError {
+            status: 400,
+            kind: ErrorClass::InvalidRequest,
+            message: format!("Blocked by the gateway's guardrail '{}'.", b.rule),
+        }));
+        out.push(E::Done);
+        *events = out;
+    }
+
+    /// Returns the text that may be sent, masked: all of it when `flush`,
+    /// else all but the last `STREAM_HOLD_BACK` characters — and never part
+    /// of a match that may still grow, which stays held, unmasked, until more
+    /// text (or the end) decides it.
+    fn release(
+        &mut self,
+        policy: &Policy,
+        model: &str,
+        key: &str,
+        flush: bool,
+        hits: &mut Vec<Hit>,
+    ) -> Result<Option<String>, Blocked> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let matches = policy.find(GuardDirection::Response, model, key, &self.pending);
+        let mut cut = if flush {
+            self.pending.len()
+        } else {
+            let chars = self.pending.chars().count();
+            if chars <= STREAM_HOLD_BACK {
+                return Ok(None);
+            }
+            self.pending
+                .char_indices()
+                .nth(chars - STREAM_HOLD_BACK)
+                .map_or(self.pending.len(), |(i, _)| i)
+        };
+        if !flush {
+            if let Some((r, _)) = matches.iter().find(|(r, _)| r.start < cut && r.end > cut) {
+                cut = r.start;
+            }
+        }
+        let committed: Vec<_> = matches.into_iter().filter(|(r, _)| r.end <= cut).collect();
+        let out = policy.rewrite(&self.pending[..cut], &committed, hits)?;
+        self.pending.drain(..cut);
+        Ok((!out.is_empty()).then_some(out))
     }
 }
 
@@ -306,6 +507,51 @@ mod tests {
         assert!(p.active(GuardDirection::Response, "gpt-4o", "k1"));
         assert!(!p.active(REQ, "claude", "k1"));
         assert!(!p.active(REQ, "gpt-4o", "k2"));
+    }
+
+    fn stream(p: &Policy, deltas: &[&str]) -> (String, bool) {
+        use crate::canonical::StreamEvent as E;
+        let mut g = StreamGuard::default();
+        let (mut text, mut blocked) = (String::new(), false);
+        let mut feed = |evs: Vec<E>| {
+            let mut evs = evs;
+            g.filter(p, "m", "k", &mut evs, &mut vec![]);
+            for e in evs {
+                match e {
+                    E::Text(t) => text.push_str(&t),
+                    E::Error(_) => blocked = true,
+                    _ => {}
+                }
+            }
+        };
+        for d in deltas {
+            feed(vec![E::Text(d.to_string())]);
+        }
+        feed(vec![E::Done]);
+        (text, blocked)
+    }
+
+    #[test]
+    fn stream_masking_does_not_depend_on_how_text_was_chunked() {
+        let p = policy(
+            json!([{"name": "e", "detector": "email", "action": "mask", "on": "response"},
+                              {"name": "c", "detector": "payment_card", "action": "block", "on": "response"}]),
+        );
+        let whole = "Write to jane.doe@example.com or call; ".repeat(12) + "done";
+        let (expect, _) = stream(&p, &[&whole]);
+        assert!(!expect.contains("jane.doe") && expect.contains("[EMAIL]"));
+        for size in [1, 2, 3, 7, 13, 64, 255] {
+            let chunks: Vec<String> = whole
+                .as_bytes()
+                .chunks(size)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+            assert_eq!(stream(&p, &refs).0, expect, "chunk size {size}");
+        }
+        // A card split across deltas is still caught and ends the stream.
+        let (text, blocked) = stream(&p, &["pay with 4111 11", "11 1111 1111 now"]);
+        assert!(blocked && !text.contains("4111"));
     }
 
     #[test]

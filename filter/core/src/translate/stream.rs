@@ -63,6 +63,16 @@ pub struct StreamTranslator {
     /// A provider error event was seen.
     pub errored: bool,
     finished: bool,
+    /// Response guardrails on the text, when configured.
+    pub guard: Option<crate::guardrails::StreamGuard>,
+}
+
+/// What a guarded stream needs from the request: policy, model, key.
+pub struct GuardCtx<'a> {
+    pub policy: &'a crate::guardrails::Policy,
+    pub model: &'a str,
+    pub key: &'a str,
+    pub hits: &'a mut Vec<crate::guardrails::Hit>,
 }
 
 impl StreamTranslator {
@@ -75,11 +85,22 @@ impl StreamTranslator {
             usage: None,
             errored: false,
             finished: false,
+            guard: None,
         }
     }
 
     /// Translates one upstream chunk; returns the bytes for the client.
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        self.feed_guarded(chunk, end_of_stream, None)
+    }
+
+    /// As `feed`, with response guardrails applied to the text.
+    pub fn feed_guarded(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        ctx: Option<GuardCtx<'_>>,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() + 64);
         if self.finished {
             return out;
@@ -108,6 +129,9 @@ impl StreamTranslator {
                 Decoder::Anthropic(d) => d.finish(&mut self.events),
                 Decoder::Gemini(d) => d.finish(&mut self.events),
             }
+        }
+        if let (Some(g), Some(c)) = (self.guard.as_mut(), ctx) {
+            g.filter(c.policy, c.model, c.key, &mut self.events, c.hits);
         }
         for ev in self.events.drain(..) {
             match &ev {

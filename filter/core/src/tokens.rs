@@ -1,0 +1,97 @@
+//! Token counting with tiktoken-rs, initialised lazily per VM and only for
+//! the encodings in use: o200k for the GPT-4o / 4.1 / o-series / GPT-5
+//! families, cl100k otherwise (for Anthropic and Gemini models the count is
+//! an estimate; provider-reported usage settles it). A VM that never needs
+//! a count never loads a tokenizer (measured cost: docs/guardrails.md).
+
+use std::cell::OnceCell;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::canonical::{Part, Request};
+
+thread_local! {
+    static O200K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };
+    static CL100K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };
+}
+
+fn uses_o200k(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    [
+        "gpt-4o",
+        "gpt-4.1",
+        "gpt-4.5",
+        "gpt-5",
+        "o1",
+        "o3",
+        "o4",
+        "chatgpt-4o",
+    ]
+    .iter()
+    .any(|p| m.starts_with(p))
+}
+
+/// Tokens in `text` for `model`'s encoding; bytes ÷ 4 if the tokenizer
+/// could not be built.
+pub fn count(model: &str, text: &str) -> u64 {
+    let with = |bpe: &Option<CoreBPE>| match bpe {
+        Some(b) => b.encode_ordinary(text).len() as u64,
+        None => text.len() as u64 / 4,
+    };
+    if uses_o200k(model) {
+        O200K.with(|c| with(c.get_or_init(|| tiktoken_rs::o200k_base().ok())))
+    } else {
+        CL100K.with(|c| with(c.get_or_init(|| tiktoken_rs::cl100k_base().ok())))
+    }
+}
+
+/// Tokens of the text a request gives the model: system, messages, tool
+/// calls and results, and tool definitions. Per-message framing tokens are
+/// approximated as 4 each, as OpenAI documents.
+pub fn count_request(model: &str, r: &Request) -> u64 {
+    let mut text = String::new();
+    for s in &r.system {
+        text.push_str(s);
+        text.push('\n');
+    }
+    fn parts(out: &mut String, ps: &[Part]) {
+        for p in ps {
+            match p {
+                Part::Text(t) | Part::Thinking { text: t, .. } => out.push_str(t),
+                Part::ToolCall {
+                    name, arguments, ..
+                } => {
+                    out.push_str(name);
+                    out.push_str(arguments);
+                }
+                Part::ToolResult { content, .. } => parts(out, content),
+                Part::Image(_) | Part::RedactedThinking(_) => {}
+            }
+            out.push('\n');
+        }
+    }
+    for m in &r.messages {
+        parts(&mut text, &m.parts);
+    }
+    for t in &r.tools {
+        text.push_str(&t.name);
+        text.push_str(t.description.as_deref().unwrap_or_default());
+        text.push_str(&t.parameters.to_string());
+    }
+    count(model, &text) + 4 * r.messages.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_with_the_family_encoding() {
+        assert_eq!(count("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count("gpt-3.5-turbo", "hello world"), 2);
+        assert!(uses_o200k("openai/gpt-4.1") && !uses_o200k("claude-sonnet-4-5"));
+        // A recorded prompt: cl100k and o200k differ on non-English text.
+        let t = "Summarise: Die Gateways laufen im Mesh.";
+        assert!(count("gpt-4o", t) > 0 && count("claude", t) > 0);
+    }
+}
