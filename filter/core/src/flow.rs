@@ -197,6 +197,10 @@ pub struct Flow {
     rate_status: Option<limits::Status>,
     /// Guardrail rules that matched (for metrics).
     guard_hits: Vec<Hit>,
+    /// Prompt-token estimate made at admission, and the output text seen,
+    /// for an `estimated` usage record when the provider reports none.
+    prompt_estimate: u64,
+    output_text: String,
     /// Response guardrails apply to this request.
     guard_response: bool,
 }
@@ -271,6 +275,8 @@ impl Flow {
             admission: None,
             rate_status: None,
             guard_hits: Vec::new(),
+            prompt_estimate: 0,
+            output_text: String::new(),
             guard_response: false,
         }
     }
@@ -562,6 +568,7 @@ impl Flow {
                 p.check_request(req, counted).map_err(refuse)?;
             }
         }
+        self.prompt_estimate = prompt_tokens;
         if let Some(l) = key.limits {
             let estimate =
                 prompt_tokens + max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION);
@@ -899,6 +906,9 @@ impl Flow {
                 if t.errored {
                     self.record.completed = false;
                 }
+                if end_of_stream && self.usage.is_none() {
+                    self.output_text = std::mem::take(&mut t.text);
+                }
                 ResponseBodyStep::Replace(out)
             }
         }
@@ -961,6 +971,14 @@ impl Flow {
         match usage_probe::decode_response(route.provider, body) {
             Some(mut r) => {
                 self.usage = r.usage;
+                if r.usage.is_none() {
+                    self.output_text = crate::translate::text_of(&r.parts);
+                    for p in &r.parts {
+                        if let crate::canonical::Part::ToolCall { arguments, .. } = p {
+                            self.output_text.push_str(arguments);
+                        }
+                    }
+                }
                 r.model.clone_from(&self.public_model);
                 if r.created == 0 {
                     r.created = self.start_ms / 1000;
@@ -1019,6 +1037,13 @@ impl Flow {
         if let Some(u) = self.usage {
             self.record.tokens = u;
             self.record.usage_source = "provider";
+        } else if !self.output_text.is_empty() {
+            // The provider reported nothing: count what was sent with the
+            // tokenizer (settled by nobody, so marked as an estimate).
+            let model = self.record.upstream_model.as_deref().unwrap_or_default();
+            self.record.tokens.prompt_tokens = self.prompt_estimate;
+            self.record.tokens.completion_tokens = crate::tokens::count(model, &self.output_text);
+            self.record.usage_source = "estimated";
         }
         self.record.to_json()
     }
@@ -1738,5 +1763,33 @@ mod tests {
         let s = String::from_utf8(client).unwrap();
         assert!(!s.contains("mock"), "{s}");
         assert!(s.contains("nope"), "{s}");
+    }
+
+    #[test]
+    fn usage_is_estimated_when_the_provider_reports_none() {
+        let g = multi_gw();
+        let mut f = Flow::new(0);
+        assert!(matches!(
+            send(
+                &g,
+                &mut f,
+                "POST",
+                "/v1/messages",
+                r#"{"model":"gpt","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            ),
+            BodyStep::Forward(_)
+        ));
+        f.on_response_headers(&g, 200, Some("text/event-stream"));
+        // An OpenAI-compatible provider that ignores include_usage.
+        let up = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n").as_bytes().to_vec();
+        f.on_response_body(&g, up.len(), true, 2, || Some(up.clone()));
+        let rec: serde_json::Value =
+            serde_json::from_slice(&f.finish(3, &crate::budget::MemoryStore::default())).unwrap();
+        assert_eq!(rec["usage_source"], "estimated");
+        assert_eq!(rec["completion_tokens"], 2);
+        assert!(rec["prompt_tokens"].as_u64().unwrap() > 0);
     }
 }

@@ -36,7 +36,8 @@ pub struct UsageRecord {
     pub error: Option<&'static str>,
     #[serde(flatten)]
     pub tokens: TokenUsage,
-    /// `provider` when the provider reported usage, `none` otherwise.
+    /// `provider` when the provider reported usage; `estimated` when it did
+    /// not and the gateway counted the text it sent (tiktoken); `none`.
     pub usage_source: &'static str,
     pub latency_ms: u64,
     /// Streams: time until the first event reached the client.

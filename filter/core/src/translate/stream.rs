@@ -65,7 +65,13 @@ pub struct StreamTranslator {
     finished: bool,
     /// Response guardrails on the text, when configured.
     pub guard: Option<crate::guardrails::StreamGuard>,
+    /// Text sent to the client (bounded), to estimate completion tokens if
+    /// the provider reports no usage.
+    pub text: String,
 }
+
+/// Bound on the text kept for a usage estimate.
+const MAX_ESTIMATE_TEXT: usize = 1 << 20;
 
 /// What a guarded stream needs from the request: policy, model, key.
 pub struct GuardCtx<'a> {
@@ -86,6 +92,7 @@ impl StreamTranslator {
             errored: false,
             finished: false,
             guard: None,
+            text: String::new(),
         }
     }
 
@@ -137,6 +144,13 @@ impl StreamTranslator {
             match &ev {
                 StreamEvent::Usage(u) => self.usage = Some(*u),
                 StreamEvent::Error(_) => self.errored = true,
+                StreamEvent::Text(t)
+                | StreamEvent::Thinking(t)
+                | StreamEvent::ToolCallArgs { fragment: t, .. }
+                    if self.usage.is_none() && self.text.len() + t.len() <= MAX_ESTIMATE_TEXT =>
+                {
+                    self.text.push_str(t)
+                }
                 _ => {}
             }
             if self.finished {
