@@ -81,7 +81,7 @@ def demo_config(with_real: bool = True) -> dict:
 
 # Labels of the filter's metrics (filter/core/src/metrics.rs `LABELS`).
 METRIC_LABELS = ["provider", "model", "status_class", "token_type", "client_dialect", "rule",
-                 "action"]
+                 "action", "reason", "key"]
 
 
 def stats_tags() -> list[dict]:

@@ -102,6 +102,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
         models,
         limits: Default::default(),
         guardrails,
+        metrics: None,
     };
     // Exactly what the filter's on_configure does, so nothing it would
     // reject (a bad guardrail regex, say) is ever pushed.

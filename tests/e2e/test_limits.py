@@ -90,3 +90,24 @@ def test_concurrent_streams(limited):
         # Released when the stream ended.
         r3 = c2.post(limited.url + "/v1/chat/completions", json=body, headers=h)
         assert r3.status_code == 200
+
+
+def test_rate_limit_rejections_are_counted(limited):
+    import re
+    import urllib.request
+    away_from_minute_boundary()
+    for _ in range(8):
+        post(limited, RPM_KEY)
+
+    def rejected():
+        with urllib.request.urlopen(limited.envoy.admin + "/stats/prometheus", timeout=5) as r:
+            t = r.read().decode()
+        total = 0
+        for labels, v in re.findall(r'^sluice_rejections_total\{([^}]*)\} (\d+)$', t, re.M):
+            if 'reason="rate_limit_exceeded"' in labels and 'model="mock-gpt"' in labels:
+                total += int(v)
+        return total
+    deadline = time.monotonic() + 10
+    while rejected() < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rejected() >= 3

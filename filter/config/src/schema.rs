@@ -30,6 +30,17 @@ pub struct PluginConfig {
     /// Content rules (docs/guardrails.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Add a `key` label (virtual key id) to request, token and rejection
+    /// metrics. Off by default: one series per key per model.
+    #[serde(default)]
+    pub per_key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

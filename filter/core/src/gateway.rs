@@ -79,6 +79,7 @@ pub struct Gateway {
     pub limits: Limits,
     /// Compiled once per configuration.
     pub guardrails: Option<crate::guardrails::Policy>,
+    pub metrics_per_key: bool,
     keys: HashMap<[u8; 32], KeyEntry>,
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
@@ -187,6 +188,7 @@ impl Gateway {
             version: cfg.version,
             limits: cfg.limits,
             guardrails,
+            metrics_per_key: cfg.metrics.is_some_and(|m| m.per_key),
             keys,
             models,
             model_order,

@@ -20,6 +20,8 @@ pub const LABELS: &[&str] = &[
     "client_dialect",
     "rule",
     "action",
+    "reason",
+    "key",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,25 @@ fn clean(v: &str) -> String {
     }
 }
 
+/// Labels, plus `key` when per-key labels are on.
+fn with_key(
+    labels: &[(&'static str, &str)],
+    per_key: bool,
+    key: &str,
+) -> Vec<(&'static str, String)> {
+    let mut v: Vec<(&'static str, String)> =
+        labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    if per_key {
+        v.push(("key", key.to_string()));
+    }
+    v
+}
+
+fn name_owned(base: &str, labels: &[(&'static str, String)]) -> String {
+    let borrowed: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    name(base, &borrowed)
+}
+
 fn name(base: &str, labels: &[(&str, &str)]) -> String {
     let mut n = String::with_capacity(base.len() + 64);
     n.push_str(base);
@@ -89,10 +110,13 @@ pub fn guardrail_updates(hits: &[crate::guardrails::Hit]) -> Vec<Update> {
         .collect()
 }
 
-/// The metric updates for one finished request.
-pub fn updates(r: &UsageRecord) -> Vec<Update> {
+/// The metric updates for one finished request. `per_key` adds a `key`
+/// label (configuration switch: cardinality).
+pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
     let provider = r.provider.as_deref().unwrap_or("none");
     let model = r.model.as_deref().unwrap_or("none");
+    let key = r.key_id.as_deref().unwrap_or("none");
+    let with_key = |labels: &[(&'static str, &str)]| with_key(labels, per_key, key);
     let status_class = match r.status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -103,19 +127,29 @@ pub fn updates(r: &UsageRecord) -> Vec<Update> {
     };
     let base = [("provider", provider), ("model", model)];
     let mut out = Vec::with_capacity(8);
+    let owned = |l: Vec<(&'static str, String)>| name_owned("sluice_requests_total", &l);
     out.push(Update {
-        name: name(
-            "sluice_requests_total",
-            &[
-                base[0],
-                base[1],
-                ("status_class", status_class),
-                ("client_dialect", r.client_dialect),
-            ],
-        ),
+        name: owned(with_key(&[
+            base[0],
+            base[1],
+            ("status_class", status_class),
+            ("client_dialect", r.client_dialect),
+        ])),
         kind: Kind::Counter,
         value: 1,
     });
+    if let Some(reason) = r.error {
+        // Everything the gateway refused itself: rate limits, budgets,
+        // guardrails, auth, bad requests.
+        out.push(Update {
+            name: name_owned(
+                "sluice_rejections_total",
+                &with_key(&[("reason", reason), base[1]]),
+            ),
+            kind: Kind::Counter,
+            value: 1,
+        });
+    }
     if r.provider.is_none() {
         return out; // refused before routing: no provider-side figures
     }
@@ -142,7 +176,7 @@ pub fn updates(r: &UsageRecord) -> Vec<Update> {
         }
         let labels = [base[0], base[1], ("token_type", token_type)];
         out.push(Update {
-            name: name("sluice_tokens_total", &labels),
+            name: name_owned("sluice_tokens_total", &with_key(&labels)),
             kind: Kind::Counter,
             value: v,
         });
@@ -178,7 +212,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let u = updates(&r);
+        let u = updates(&r, false);
         let names: Vec<&str> = u.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(
             names,
@@ -198,12 +232,23 @@ mod tests {
     #[test]
     fn refused_requests_count_once() {
         let r = UsageRecord {
-            status: 401,
+            status: 429,
             client_dialect: "openai",
+            key_id: Some("k1".into()),
+            model: Some("m".into()),
+            error: Some("rate_limit_exceeded"),
             ..Default::default()
         };
-        let u = updates(&r);
-        assert_eq!(u.len(), 1);
+        let u = updates(&r, false);
+        assert_eq!(u.len(), 2);
         assert!(u[0].name.contains("provider=none") && u[0].name.contains("status_class=4xx"));
+        assert_eq!(
+            u[1].name,
+            "sluice_rejections_total;reason=rate_limit_exceeded;model=m"
+        );
+        // Per-key labels only when switched on.
+        assert!(!u[0].name.contains("key="));
+        let u = updates(&r, true);
+        assert!(u[0].name.ends_with(";key=k1") && u[1].name.ends_with(";key=k1"));
     }
 }

@@ -46,11 +46,11 @@ thread_local! {
     static METRICS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
 }
 
-fn record_metrics(flow: &Flow) {
+fn record_metrics(flow: &Flow, per_key: bool) {
     use proxy_wasm::hostcalls::{define_metric, increment_metric, record_metric};
     use proxy_wasm::types::MetricType;
     use sluice_core::metrics::{guardrail_updates, updates, Kind};
-    let mut all = updates(flow.record());
+    let mut all = updates(flow.record(), per_key);
     all.extend(guardrail_updates(flow.guardrail_hits()));
     for u in all {
         let id = METRICS.with(|m| {
@@ -288,7 +288,8 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         self.flow.set_sequence(&self.instance, next_seq());
         let record = self.flow.finish(now_ms(self), &HostShared);
-        record_metrics(&self.flow);
+        let per_key = self.gateway.as_ref().is_some_and(|g| g.metrics_per_key);
+        record_metrics(&self.flow, per_key);
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
     }
 }
