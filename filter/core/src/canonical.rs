@@ -227,6 +227,21 @@ impl ProviderError {
     }
 }
 
+/// Parses one upstream event's JSON payload; a payload that does not parse
+/// becomes an error event (the stream then ends cleanly) instead of a panic.
+pub fn parse_event<'a, T: serde::Deserialize<'a>>(
+    data: &'a [u8],
+    out: &mut Vec<StreamEvent>,
+) -> Option<T> {
+    match serde_json::from_slice(data) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            out.push(StreamEvent::Error(ProviderError::malformed_event()));
+            None
+        }
+    }
+}
+
 /// End-of-stream handling shared by the stream decoders: once, an error
 /// event unless the provider finished the response, then `Done`.
 pub fn end_stream(done: &mut bool, finished: bool, out: &mut Vec<StreamEvent>) {

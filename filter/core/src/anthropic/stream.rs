@@ -27,12 +27,8 @@ impl Decoder {
         let Some(data) = ev.data.as_deref() else {
             return;
         };
-        let payload: StreamPayload = match serde_json::from_slice(data) {
-            Ok(p) => p,
-            Err(_) => {
-                out.push(StreamEvent::Error(ProviderError::malformed_event()));
-                return;
-            }
+        let Some(payload) = crate::canonical::parse_event::<StreamPayload>(data, out) else {
+            return;
         };
         match payload {
             StreamPayload::MessageStart { message } => {

@@ -33,12 +33,8 @@ impl Decoder {
         let Some(data) = ev.data.as_deref() else {
             return;
         };
-        let r: GenerateResponse = match serde_json::from_slice(data) {
-            Ok(r) => r,
-            Err(_) => {
-                out.push(StreamEvent::Error(ProviderError::malformed_event()));
-                return;
-            }
+        let Some(r) = crate::canonical::parse_event::<GenerateResponse>(data, out) else {
+            return;
         };
         if let Some(e) = r.error {
             let code = e.code.unwrap_or(500);

@@ -31,12 +31,8 @@ impl Decoder {
             out.push(StreamEvent::Done);
             return;
         }
-        let chunk: Chunk = match serde_json::from_slice(data) {
-            Ok(c) => c,
-            Err(_) => {
-                out.push(StreamEvent::Error(ProviderError::malformed_event()));
-                return;
-            }
+        let Some(chunk) = crate::canonical::parse_event::<Chunk>(data, out) else {
+            return;
         };
         if let Some(e) = chunk.error {
             out.push(StreamEvent::Error(ProviderError {
