@@ -723,11 +723,12 @@ impl Flow {
         if let Some(s) = self.rate_status {
             out.set.extend(s.headers());
         }
-        let key_id = self.record.key_id.clone().unwrap_or_default();
-        let guard_stream = gw
-            .guardrails
-            .as_ref()
-            .is_some_and(|p| p.active(GuardDirection::Response, &self.public_model, &key_id));
+        // Response guardrails for this request (no work when none are set).
+        self.guard_response = gw.guardrails.as_ref().is_some_and(|p| {
+            let key_id = self.record.key_id.as_deref().unwrap_or_default();
+            p.active(GuardDirection::Response, &self.public_model, key_id)
+        });
+        let guard_stream = self.guard_response;
         if is_sse && (200..300).contains(&status) {
             out.remove_content_length = true;
             // Response guardrails read the text as canonical events, so a
@@ -745,7 +746,6 @@ impl Flow {
                     ),
                 );
                 if guard_stream {
-                    self.guard_response = true;
                     t.guard = Some(Default::default());
                 }
                 ResponseMode::StreamTranslate(Box::new(t))
@@ -759,11 +759,6 @@ impl Flow {
             };
         } else {
             self.mode = ResponseMode::Buffer;
-            let key_id = self.record.key_id.as_deref().unwrap_or_default();
-            self.guard_response = gw
-                .guardrails
-                .as_ref()
-                .is_some_and(|p| p.active(GuardDirection::Response, &self.public_model, key_id));
             if route.translating() || self.guard_response {
                 // The body is rewritten in the client's dialect, and its
                 // status may change (e.g. 529 → 503): hold the headers.

@@ -261,14 +261,7 @@ pub fn encode(req: &Request, upstream_model: &str, warnings: &mut Warnings) -> V
                     id,
                     name,
                     arguments,
-                } => calls.push(types::ToolCall {
-                    id: id.clone(),
-                    kind: "function".into(),
-                    function: types::FunctionCall {
-                        name: name.clone(),
-                        arguments: arguments.clone(),
-                    },
-                }),
+                } => calls.push(types::ToolCall::function(id, name, arguments)),
                 Part::ToolResult {
                     call_id,
                     content: c,

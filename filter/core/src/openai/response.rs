@@ -142,14 +142,7 @@ pub fn encode(r: &Response) -> Vec<u8> {
                 id,
                 name,
                 arguments,
-            } => calls.push(types::ToolCall {
-                id: id.clone(),
-                kind: "function".into(),
-                function: types::FunctionCall {
-                    name: name.clone(),
-                    arguments: arguments.clone(),
-                },
-            }),
+            } => calls.push(types::ToolCall::function(id, name, arguments)),
             _ => {}
         }
     }

@@ -103,6 +103,20 @@ fn function_type() -> String {
     "function".into()
 }
 
+impl ToolCall {
+    /// A function call with complete arguments (JSON text).
+    pub fn function(id: &str, name: &str, arguments: &str) -> Self {
+        ToolCall {
+            id: id.to_string(),
+            kind: function_type(),
+            function: FunctionCall {
+                name: name.to_string(),
+                arguments: arguments.to_string(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, Clone)]
 pub struct FunctionCall {
     pub name: String,
