@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/wasm/sluice_filter.wasm
 MOCK := target/release/sluice-mock-provider
 WASM_RUNNER := node --no-warnings $(CURDIR)/scripts/wasm-test-runner.mjs
 
-.PHONY: deps build wasm mock control-plane run test lint unit wasm-unit e2e bench bench-micro clean
+.PHONY: deps build wasm mock control-plane replay seed-baseline run test lint unit wasm-unit e2e bench bench-micro clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -20,7 +20,10 @@ mock:
 control-plane:
 	$(CARGO) build --release -p sluice-control-plane
 
-build: wasm mock control-plane
+replay:
+	$(CARGO) build --release -p sluice-replay
+
+build: wasm mock control-plane replay
 
 ## Control plane + Envoy + Sluice + mock provider on 127.0.0.1:$${SLUICE_PORT:-10000}.
 run: build
@@ -47,6 +50,10 @@ test: deps lint unit wasm-unit e2e
 bench: deps build bench-micro
 	@scripts/ensure-deps.sh bench
 	$(PYTHON) tests/bench/loadbench.py
+
+## Rebuild the committed seed baseline by capturing traffic through a managed stack.
+seed-baseline: build
+	$(PYTHON) replay-baseline/seed/make_seed.py
 
 clean:
 	$(CARGO) clean

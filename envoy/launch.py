@@ -150,7 +150,9 @@ def grpc_access_log() -> dict:
                 "log_name": "sluice",
                 "transport_api_version": "V3",
                 "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}},
-                "filter_state_objects_to_log": ["wasm.sluice_usage"],
+                # Usage records, and capture records of sampled requests
+                # (replay baselines; only set when capture is configured).
+                "filter_state_objects_to_log": ["wasm.sluice_usage", "wasm.sluice_capture"],
                 # Small batches: budgets are enforced from these records.
                 "buffer_flush_interval": "0.05s",
             },
@@ -201,6 +203,94 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
     )
 
 
+def _listener(name: str, port: int, http_filters: list, route: dict, *, access_log: list,
+              preserve_request_id: bool = False) -> dict:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "access_log": access_log,
+        "route_config": {"name": name, "virtual_hosts": [
+            {"name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, **route}]}]},
+        "http_filters": http_filters + [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    if preserve_request_id:
+        # Both sides of a shadow pair log the front listener's request id.
+        hcm["preserve_external_request_id"] = True
+    return {"name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "per_connection_buffer_limit_bytes": 33554432,
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}]}
+
+
+def _cluster(name: str, port: int, *, http2: bool = False) -> dict:
+    c = {"name": name, "type": "STATIC", "connect_timeout": "2s",
+         "per_connection_buffer_limit_bytes": 33554432,
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                          "port_value": port}}}}]}]}}
+    if http2:
+        c["typed_extension_protocol_options"] = control_plane_cluster(port)[
+            "typed_extension_protocol_options"]
+    return c
+
+
+def render_shadow_bootstrap(*, primary_config: dict | None, shadow_config: dict, listen_port: int,
+                            admin_port: int, mock_port: int, access_log: Path, shadow_wasm: Path,
+                            wasm: Path = WASM, percent: int = 100,
+                            control_plane_port: int | None = None,
+                            node_id: str = "sluice-envoy") -> str:
+    """Online shadow (docs/replay.md): a front listener routes every request
+    to the primary Sluice listener and mirrors `percent` % of them to a
+    shadow listener running another filter build (its own VM). Envoy drops
+    the mirrored answers; both filters report digests with their usage
+    records and the control plane pairs them. Mirroring happens in front of
+    the filters so the shadow sees the client's request, not the primary's
+    translation of it."""
+    primary_port, shadow_port = free_port(), free_port()
+    managed = control_plane_port is not None
+    file_log = [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(access_log), "log_format": {"text_format_source": {"inline_string":
+            "%REQ(X-REQUEST-ID)% %RESPONSE_CODE% usage=%FILTER_STATE(wasm.sluice_usage:PLAIN)%\n"}}}}]
+    logs = file_log + ([grpc_access_log()] if managed else [])
+    primary = ecds_filter() if managed else static_filter(primary_config or {}, wasm)
+    shadow = static_filter(shadow_config, shadow_wasm)
+    # A VM of its own: another build must not share the primary's VM.
+    shadow["typed_config"]["config"]["vm_config"]["vm_id"] = "sluice-shadow"
+    shadow["typed_config"]["config"]["name"] = "sluice-shadow"
+    sluice_route = {"route": {"cluster_header": "x-sluice-cluster", "timeout": "600s"},
+                    "request_headers_to_remove": ["x-sluice-cluster"]}
+    front_route = {"route": {
+        "cluster": "sluice_primary", "timeout": "600s",
+        "request_mirror_policies": [{
+            "cluster": "sluice_shadow",
+            "runtime_fraction": {"default_value": {"numerator": percent, "denominator": "HUNDRED"},
+                                 "runtime_key": "sluice.shadow_percent"}}]}}
+    clusters = [_cluster("sluice_primary", primary_port), _cluster("sluice_shadow", shadow_port),
+                _cluster("mock_provider", mock_port)]
+    if managed:
+        clusters.append(control_plane_cluster(control_plane_port))
+    boot = {
+        "node": {"id": node_id, "cluster": "sluice-gateway"},
+        "stats_config": {"stats_tags": stats_tags()},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [
+                _listener("front", listen_port, [], front_route, access_log=[]),
+                _listener("sluice", primary_port, [primary], sluice_route, access_log=logs,
+                          preserve_request_id=True),
+                _listener("sluice_shadow", shadow_port, [shadow], sluice_route, access_log=logs,
+                          preserve_request_id=True),
+            ],
+            "clusters": clusters,
+        },
+    }
+    return json.dumps(boot, indent=1)
+
+
 def render_plain(*, listen_port: int, admin_port: int, mock_port: int, access_log: Path) -> str:
     return load_template("plain.yaml.tmpl").substitute(
         ADMIN_PORT=admin_port, LISTEN_PORT=listen_port, MOCK_PORT=mock_port,
@@ -227,7 +317,7 @@ class Mock:
 
     def __init__(self, workdir: Path, *, require_key: str | None = MOCK_PROVIDER_SECRET,
                  chunk_delay_ms: int = 0, workers: int = 1, log_requests: bool = True,
-                 binary: Path = MOCK):
+                 binary: Path = MOCK, replay: list[Path] | None = None):
         port_file = workdir / f"mock-{os.getpid()}-{id(self)}.port"
         args = [str(binary), "--port", "0", "--port-file", str(port_file),
                 "--chunk-delay-ms", str(chunk_delay_ms), "--workers", str(workers)]
@@ -237,6 +327,8 @@ class Mock:
             args += ["--recordings", str(RECORDINGS)]
         if not log_requests:
             args.append("--no-log")
+        for b in replay or []:
+            args += ["--replay-baseline", str(b)]
         self.log = open(workdir / "mock.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 20
@@ -310,7 +402,7 @@ class ControlPlane:
     def __init__(self, workdir: Path, *, seed: dict | None = None, db: Path | None = None,
                  grpc_port: int | None = None, admin_port: int | None = None,
                  token: str = "test-admin-token", read_token: str = "test-read-token",
-                 binary: Path = SLUICE, wasm: Path = WASM):
+                 binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None):
         self.workdir = workdir
         self.db = db or workdir / "sluice.db"
         self.grpc_port = grpc_port or free_port()
@@ -327,6 +419,9 @@ class ControlPlane:
             seed_file = workdir / "seed-config.json"
             seed_file.write_text(json.dumps(seed))
             self.args += ["--seed", str(seed_file)]
+        self.capture_dir = capture_dir
+        if capture_dir is not None:
+            self.args += ["--capture-dir", str(capture_dir)]
         self.start()
 
     def start(self) -> None:
@@ -386,32 +481,48 @@ class Stack:
                  mock_log_requests: bool = True, listen_address: str = "127.0.0.1",
                  managed: bool = False, xds_api_type: str = "GRPC",
                  control_plane_ports: tuple[int, int] | None = None,
-                 admin_token: str = "test-admin-token"):
+                 admin_token: str = "test-admin-token", capture_dir: Path | None = None,
+                 mock: "Mock | None" = None, shadow: dict | None = None):
+        """`mock`: share a running mock provider (e.g. a replaying one).
+        `shadow`: {"config": ..., "wasm": Path, "percent": int} runs the
+        online shadow layout (render_shadow_bootstrap)."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="sluice-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config if config is not None else demo_config(with_real=False)
-        self.mock = Mock(self.workdir, chunk_delay_ms=chunk_delay_ms,
-                         log_requests=mock_log_requests)
+        self.own_mock = mock is None
+        self.mock = mock or Mock(self.workdir, chunk_delay_ms=chunk_delay_ms,
+                                 log_requests=mock_log_requests)
         self.cp = None
         try:
             if managed:
                 grpc, admin = control_plane_ports or (None, None)
                 self.cp = ControlPlane(self.workdir, seed=self.config, grpc_port=grpc,
-                                       admin_port=admin, token=admin_token)
+                                       admin_port=admin, token=admin_token,
+                                       capture_dir=capture_dir)
             self.port = listen_port or free_port()
             admin_port = free_port()
             self.access_log = self.workdir / "access.log"
-            bootstrap = render_bootstrap(
-                config=self.config, listen_port=self.port, admin_port=admin_port,
-                mock_port=self.mock.port, access_log=self.access_log,
-                real_clusters=real_clusters, listen_address=listen_address,
-                control_plane_port=self.cp.grpc_port if self.cp else None,
-                xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}")
+            if shadow is not None:
+                bootstrap = render_shadow_bootstrap(
+                    primary_config=self.config, shadow_config=shadow["config"],
+                    listen_port=self.port, admin_port=admin_port, mock_port=self.mock.port,
+                    access_log=self.access_log, shadow_wasm=shadow.get("wasm", WASM),
+                    percent=shadow.get("percent", 100),
+                    control_plane_port=self.cp.grpc_port if self.cp else None,
+                    node_id=f"envoy-{admin_port}")
+            else:
+                bootstrap = render_bootstrap(
+                    config=self.config, listen_port=self.port, admin_port=admin_port,
+                    mock_port=self.mock.port, access_log=self.access_log,
+                    real_clusters=real_clusters, listen_address=listen_address,
+                    control_plane_port=self.cp.grpc_port if self.cp else None,
+                    xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}")
             self.envoy = Envoy(self.workdir, bootstrap, admin_port=admin_port,
                                concurrency=concurrency,
                                env={"SLUICE_MOCK_API_KEY": MOCK_PROVIDER_SECRET})
         except BaseException:
-            self.mock.stop()
+            if self.own_mock:
+                self.mock.stop()
             if self.cp:
                 self.cp.stop()
             raise
@@ -441,7 +552,8 @@ class Stack:
         try:
             self.envoy.stop()
         finally:
-            self.mock.stop()
+            if self.own_mock:
+                self.mock.stop()
             if self.cp and self.cp.proc.poll() is None:
                 self.cp.stop()
 

@@ -116,6 +116,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", put(put_model).delete(delete_model))
         .route("/v1/guardrails", get(get_guardrails).put(put_guardrails))
+        .route(
+            "/v1/capture",
+            get(get_capture).put(put_capture).delete(delete_capture),
+        )
+        .route(
+            "/v1/shadow",
+            get(get_shadow).put(put_shadow).delete(delete_shadow),
+        )
         .route("/v1/prices", get(list_prices))
         .route("/v1/prices/import", post(import_prices))
         .route("/v1/usage", get(usage_report))
@@ -164,6 +172,8 @@ async fn status(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
         "log_streams": streams,
         "lost_records_by_node": lost_by_node,
         "ledger_rows": ledger,
+        "shadow": s.app.pairs.lock().unwrap_or_else(|p| p.into_inner()).summary(),
+        "capture": s.app.capture_counters.status(s.app.capture_dir.as_ref()),
     })))
 }
 
@@ -488,6 +498,61 @@ async fn put_guardrails(
     Ok(Json(
         json!({"rules": g.rules.len(), "config_version": version}),
     ))
+}
+
+async fn get_setting(s: &AdminState, h: &HeaderMap, name: &str) -> Result<Json<Value>, ApiError> {
+    auth(s, h, false)?;
+    let c = s.app.store.lock();
+    let v: Option<Value> = store::get_setting(&c, name).map_err(internal)?;
+    Ok(Json(json!({ name: v })))
+}
+
+async fn put_setting<T: serde::Serialize>(
+    s: &AdminState,
+    h: &HeaderMap,
+    name: &str,
+    v: Option<T>,
+) -> Result<Json<Value>, ApiError> {
+    auth(s, h, true)?;
+    let shown = serde_json::to_value(&v).map_err(internal)?;
+    let ((), version) = mutate(&s.app, |c| {
+        store::put_setting(c, name, v.as_ref()).map_err(internal)
+    })?;
+    Ok(Json(json!({ name: shown, "config_version": version })))
+}
+
+/// Traffic capture for replay baselines (`capture` in the plugin config).
+async fn get_capture(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    get_setting(&s, &h, "capture").await
+}
+
+async fn put_capture(
+    State(s): S,
+    h: HeaderMap,
+    Json(v): Json<sluice_config::CaptureConfig>,
+) -> Result<Json<Value>, ApiError> {
+    put_setting(&s, &h, "capture", Some(v)).await
+}
+
+async fn delete_capture(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    put_setting::<sluice_config::CaptureConfig>(&s, &h, "capture", None).await
+}
+
+/// The pushed filter's role in an online shadow comparison.
+async fn get_shadow(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    get_setting(&s, &h, "shadow").await
+}
+
+async fn put_shadow(
+    State(s): S,
+    h: HeaderMap,
+    Json(v): Json<sluice_config::ShadowConfig>,
+) -> Result<Json<Value>, ApiError> {
+    put_setting(&s, &h, "shadow", Some(v)).await
+}
+
+async fn delete_shadow(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    put_setting::<sluice_config::ShadowConfig>(&s, &h, "shadow", None).await
 }
 
 async fn list_prices(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {

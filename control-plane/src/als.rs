@@ -17,6 +17,8 @@ use crate::app::App;
 use crate::store::UsageIn;
 
 pub const USAGE_FILTER_STATE: &str = "wasm.sluice_usage";
+/// Sampled requests' capture records (replay baselines).
+pub const CAPTURE_FILTER_STATE: &str = "wasm.sluice_capture";
 
 pub struct Als {
     pub app: Arc<App>,
@@ -40,11 +42,14 @@ impl AccessLogService for Als {
                 continue;
             };
             for entry in logs.log_entry {
-                let Some(any) = entry
+                let states = entry
                     .common_properties
                     .as_ref()
-                    .and_then(|c| c.filter_state_objects.get(USAGE_FILTER_STATE))
-                else {
+                    .map(|c| &c.filter_state_objects);
+                if let Some(any) = states.and_then(|s| s.get(CAPTURE_FILTER_STATE)) {
+                    self.capture(&any.value);
+                }
+                let Some(any) = states.and_then(|s| s.get(USAGE_FILTER_STATE)) else {
                     continue;
                 };
                 let Ok(bytes) = BytesValue::decode(any.value.as_slice()) else {
@@ -53,6 +58,17 @@ impl AccessLogService for Als {
                 let Ok(u) = serde_json::from_slice::<UsageIn>(&bytes.value) else {
                     continue;
                 };
+                if u.role.is_some() {
+                    self.app
+                        .pairs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .observe(&u);
+                    // A shadow's calls are compared, never charged.
+                    if u.role.as_deref() == Some("shadow") {
+                        continue;
+                    }
+                }
                 // Backpressure rather than loss: the stream waits while the
                 // writer catches up.
                 if !u.request_id.is_empty()
@@ -63,5 +79,22 @@ impl AccessLogService for Als {
             }
         }
         Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+impl Als {
+    /// Hands a capture record to the baseline writer; never blocks the
+    /// usage path (a full queue drops the capture, counted).
+    fn capture(&self, any_value: &[u8]) {
+        use std::sync::atomic::Ordering;
+        let c = &self.app.capture_counters;
+        c.received.fetch_add(1, Ordering::Relaxed);
+        let sent = match (&self.app.capture, BytesValue::decode(any_value)) {
+            (Some(tx), Ok(b)) => tx.try_send(b.value).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

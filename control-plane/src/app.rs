@@ -42,6 +42,12 @@ pub struct App {
     pub nodes: Mutex<HashMap<String, NodeStatus>>,
     pub wasm: WasmSpec,
     pub ingest: mpsc::Sender<(String, UsageIn)>,
+    /// Online shadow pairs (request id → first side seen).
+    pub pairs: Mutex<crate::shadow::Pairs>,
+    /// Capture records to the baseline writer (`None`: no capture dir).
+    pub capture: Option<mpsc::Sender<Vec<u8>>>,
+    pub capture_dir: Option<std::path::PathBuf>,
+    pub capture_counters: Arc<crate::capture::Counters>,
 }
 
 impl App {

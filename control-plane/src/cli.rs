@@ -89,6 +89,37 @@ pub enum GuardrailsCmd {
 }
 
 #[derive(Subcommand)]
+pub enum CaptureCmd {
+    Show,
+    /// Capture traffic for replay baselines (docs/replay.md).
+    Set {
+        /// Fraction captured after the per-stratum minimum (0–1).
+        #[arg(long, default_value_t = 0.01)]
+        sample_rate: f64,
+        /// Requests captured per (model, tools, stream) stratum first.
+        #[arg(long, default_value_t = 5)]
+        min_per_stratum: u32,
+        /// Records larger than this are dropped.
+        #[arg(long, default_value_t = 256 * 1024)]
+        max_record_bytes: u64,
+    },
+    /// Stop capturing.
+    Off,
+}
+
+#[derive(Subcommand)]
+pub enum ShadowCmd {
+    Show,
+    /// The pushed filter reports digests as the `primary` (or `shadow`) of
+    /// an online comparison.
+    Set {
+        #[arg(long, default_value = "primary")]
+        role: String,
+    },
+    Off,
+}
+
+#[derive(Subcommand)]
 pub enum PricesCmd {
     List,
     /// Import LiteLLM's model_prices_and_context_window.json.
@@ -120,6 +151,8 @@ pub enum Command {
     Prices(PricesCmd),
     Usage(UsageCmd),
     Guardrails(GuardrailsCmd),
+    Capture(CaptureCmd),
+    Shadow(ShadowCmd),
     Status { json: bool },
 }
 
@@ -382,6 +415,41 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
                 s(&v["config_version"])
             );
         }
+        Command::Capture(CaptureCmd::Show) => {
+            println!("{}", c.call("GET", "/v1/capture", None)?);
+        }
+        Command::Capture(CaptureCmd::Set {
+            sample_rate,
+            min_per_stratum,
+            max_record_bytes,
+        }) => {
+            let body = serde_json::json!({
+                "sample_rate": sample_rate,
+                "min_per_stratum": min_per_stratum,
+                "max_record_bytes": max_record_bytes,
+            });
+            let v = c.call("PUT", "/v1/capture", Some(body.to_string().into_bytes()))?;
+            println!("capture on (config version {})", s(&v["config_version"]));
+        }
+        Command::Capture(CaptureCmd::Off) => {
+            let v = c.call("DELETE", "/v1/capture", None)?;
+            println!("capture off (config version {})", s(&v["config_version"]));
+        }
+        Command::Shadow(ShadowCmd::Show) => {
+            println!("{}", c.call("GET", "/v1/shadow", None)?);
+        }
+        Command::Shadow(ShadowCmd::Set { role }) => {
+            let body = serde_json::json!({ "role": role });
+            let v = c.call("PUT", "/v1/shadow", Some(body.to_string().into_bytes()))?;
+            println!(
+                "shadow role {role} (config version {})",
+                s(&v["config_version"])
+            );
+        }
+        Command::Shadow(ShadowCmd::Off) => {
+            let v = c.call("DELETE", "/v1/shadow", None)?;
+            println!("shadow off (config version {})", s(&v["config_version"]));
+        }
         Command::Prices(PricesCmd::List) => {
             let v = c.call("GET", "/v1/prices", None)?;
             let rows: Vec<Vec<String>> = v["prices"]
@@ -497,6 +565,31 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
                 ],
                 &rows,
             );
+            let sh = &v["shadow"];
+            if sh["pairs"].as_u64().unwrap_or(0) > 0
+                || sh["unpaired_shadow"].as_u64().unwrap_or(0) > 0
+            {
+                println!(
+                    "shadow: {} pairs, diff rate {:.2}% ({}), shadow error rate {:.2}% ({}), unpaired shadow records {}, mean latency delta {:+.1} ms",
+                    s(&sh["pairs"]),
+                    sh["diff_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    s(&sh["diffs"]),
+                    sh["shadow_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    s(&sh["shadow_errors"]),
+                    s(&sh["unpaired_shadow"]),
+                    sh["mean_latency_delta_ms"].as_f64().unwrap_or(0.0),
+                );
+            }
+            let cap = &v["capture"];
+            if cap["received"].as_u64().unwrap_or(0) > 0 {
+                println!(
+                    "capture: {} received, {} written to {}, {} dropped",
+                    s(&cap["received"]),
+                    s(&cap["written"]),
+                    s(&cap["dir"]),
+                    s(&cap["dropped"]),
+                );
+            }
         }
     }
     Ok(())

@@ -103,6 +103,8 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
         limits: Default::default(),
         guardrails,
         metrics: None,
+        capture: store::get_setting(c, "capture")?,
+        shadow: store::get_setting(c, "shadow")?,
     };
     // Exactly what the filter's on_configure does, so nothing it would
     // reject (a bad guardrail regex, say) is ever pushed.

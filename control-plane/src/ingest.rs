@@ -154,6 +154,7 @@ pub async fn housekeeping(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
+        app.pairs.lock().unwrap_or_else(|p| p.into_inner()).expire();
         if let Err(e) = enforce_budgets(&app, None).and_then(|_| app.republish().map(|_| ())) {
             eprintln!("sluice: housekeeping: {e}");
         }

@@ -4,10 +4,12 @@
 mod admin;
 mod als;
 mod app;
+mod capture;
 mod cli;
 mod config_build;
 mod ingest;
 mod pricing;
+mod shadow;
 mod store;
 mod xds;
 
@@ -63,6 +65,12 @@ enum Cmd {
     Usage(cli::UsageCmd),
     #[command(subcommand)]
     Guardrails(cli::GuardrailsCmd),
+    /// Traffic capture for replay baselines.
+    #[command(subcommand)]
+    Capture(cli::CaptureCmd),
+    /// Online shadow comparison role of the pushed filter.
+    #[command(subcommand)]
+    Shadow(cli::ShadowCmd),
     /// Connected Envoys, acked versions, NACKs, lost usage records.
     Status {
         #[arg(long)]
@@ -96,6 +104,14 @@ struct ServeArgs {
     /// A plugin configuration (JSON) to seed an empty database with.
     #[arg(long)]
     seed: Option<PathBuf>,
+    /// Directory for captured replay baselines (sanitized JSON Lines);
+    /// without it, capture records are counted and dropped.
+    #[arg(long)]
+    capture_dir: Option<PathBuf>,
+    /// Env var holding the salt of the PII hashes in captured records
+    /// (random per start when unset: hashes then differ across restarts).
+    #[arg(long, default_value = "SLUICE_CAPTURE_SALT")]
+    capture_salt_env: String,
 }
 
 fn main() {
@@ -121,6 +137,8 @@ impl Cmd {
             Cmd::Prices(c) => cli::Command::Prices(c),
             Cmd::Usage(c) => cli::Command::Usage(c),
             Cmd::Guardrails(c) => cli::Command::Guardrails(c),
+            Cmd::Capture(c) => cli::Command::Capture(c),
+            Cmd::Shadow(c) => cli::Command::Shadow(c),
             Cmd::Status { json } => cli::Command::Status { json },
         }
     }
@@ -190,6 +208,15 @@ fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
     }
+    if let Some(g) = &cfg.guardrails {
+        tx.execute(
+            "INSERT INTO guardrail_policy (id, spec) VALUES (1, ?1)",
+            [serde_json::to_string(g).map_err(|e| e.to_string())?],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    store::put_setting(&tx, "capture", cfg.capture.as_ref())?;
+    store::put_setting(&tx, "shadow", cfg.shadow.as_ref())?;
     tx.commit().map_err(|e| e.to_string())
 }
 
@@ -221,6 +248,33 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         config_json,
     }));
     let (ingest_tx, ingest_rx) = mpsc::channel(4096);
+    let capture_counters = Arc::new(capture::Counters::default());
+    let mut capture_task = None;
+    let capture_tx = match &a.capture_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let salt = match std::env::var(&a.capture_salt_env) {
+                Ok(s) if !s.is_empty() => s.into_bytes(),
+                _ => {
+                    let mut b = [0u8; 32];
+                    getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+                    b.to_vec()
+                }
+            };
+            // Provider keys the control plane knows are redacted verbatim
+            // wherever they appear, on top of the secret detector.
+            let exact = a
+                .env_keys
+                .iter()
+                .filter_map(|k| std::env::var(k).ok())
+                .collect();
+            let sanitizer = sluice_replay::sanitize::Sanitizer::new(&salt, exact)?;
+            let (tx, rx) = mpsc::channel(1024);
+            capture_task = Some((dir.clone(), sanitizer, rx));
+            Some(tx)
+        }
+        None => None,
+    };
     let app = Arc::new(app::App {
         store: st,
         snapshot: snap_tx,
@@ -232,6 +286,10 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             env_keys: a.env_keys.into_iter().filter(|k| !k.is_empty()).collect(),
         },
         ingest: ingest_tx,
+        pairs: Mutex::new(Default::default()),
+        capture: capture_tx,
+        capture_dir: a.capture_dir.clone(),
+        capture_counters: capture_counters.clone(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -241,6 +299,9 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
     rt.block_on(async move {
         tokio::spawn(ingest::run(app.clone(), ingest_rx));
         tokio::spawn(ingest::housekeeping(app.clone()));
+        if let Some((dir, sanitizer, rx)) = capture_task {
+            tokio::spawn(capture::run(dir, sanitizer, capture_counters, rx));
+        }
         let admin_state = Arc::new(admin::AdminState {
             app: app.clone(),
             rw_token,

@@ -88,7 +88,44 @@ ALTER TABLE keys ADD COLUMN budget_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE keys ADD COLUMN budget_base_usd REAL;
 ALTER TABLE keys ADD COLUMN budget_period_start INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+"#,
 ];
+
+/// A JSON setting (`capture`, `shadow`), if set.
+pub fn get_setting<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    name: &str,
+) -> Result<Option<T>, String> {
+    c.query_row("SELECT spec FROM settings WHERE name = ?1", [name], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()
+    .map_err(|e| e.to_string())?
+    .map(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    .transpose()
+}
+
+/// Sets (`Some`) or clears (`None`) a JSON setting.
+pub fn put_setting<T: Serialize>(c: &Connection, name: &str, v: Option<&T>) -> Result<(), String> {
+    match v {
+        Some(v) => {
+            let spec = serde_json::to_string(v).map_err(|e| e.to_string())?;
+            c.execute(
+                "INSERT INTO settings (name, spec) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+                params![name, spec],
+            )
+        }
+        None => c.execute("DELETE FROM settings WHERE name = ?1", [name]),
+    }
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -165,6 +202,11 @@ pub struct UsageIn {
     pub vm: Option<String>,
     #[serde(default)]
     pub seq: Option<i64>,
+    /// Online shadow comparison (`primary` / `shadow`) and the digest.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 pub fn now_s() -> i64 {

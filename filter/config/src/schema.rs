@@ -32,6 +32,66 @@ pub struct PluginConfig {
     pub guardrails: Option<Guardrails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// Traffic capture for replay baselines (docs/replay.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureConfig>,
+    /// Online shadow comparison: this filter's role (docs/replay.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// Which requests are captured (client request, upstream exchange, client
+/// response) and shipped to the control plane for replay baselines.
+/// Sampling is stratified by (model, tools or not, stream or not): the
+/// first `min_per_stratum` requests of every stratum are kept, then one in
+/// `1 / sample_rate`, so rare cases are in the baseline too.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Fraction of requests captured after the per-stratum minimum (0–1).
+    #[serde(default)]
+    pub sample_rate: f64,
+    /// Requests captured per stratum (and per worker VM and config version)
+    /// regardless of `sample_rate`.
+    #[serde(default = "d_min_per_stratum")]
+    pub min_per_stratum: u32,
+    /// A record larger than this (all bodies together) is dropped, not cut:
+    /// a truncated record could not be replayed.
+    #[serde(default = "d_max_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+fn d_min_per_stratum() -> u32 {
+    5
+}
+fn d_max_record_bytes() -> u64 {
+    256 * 1024
+}
+
+/// A filter that takes part in an online shadow comparison reports a
+/// digest of what it sent upstream with its usage record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub role: ShadowRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowRole {
+    /// Serves the traffic; its usage is charged.
+    Primary,
+    /// Receives mirrored traffic; its usage is compared, never charged.
+    Shadow,
+}
+
+impl ShadowRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowRole::Primary => "primary",
+            ShadowRole::Shadow => "shadow",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -222,6 +222,21 @@ impl PluginConfig {
             }
         }
 
+        if let Some(c) = &self.capture {
+            if !(0.0..=1.0).contains(&c.sample_rate) {
+                errs.push(ConfigError::new(
+                    "capture.sample_rate",
+                    "must be between 0 and 1",
+                ));
+            }
+            if !(1024..=16 * 1024 * 1024).contains(&c.max_record_bytes) {
+                errs.push(ConfigError::new(
+                    "capture.max_record_bytes",
+                    "must be between 1 KiB and 16 MiB",
+                ));
+            }
+        }
+
         let l = &self.limits;
         for (name, v, min) in [
             ("max_request_body_bytes", l.max_request_body_bytes, 1024),

@@ -203,6 +203,42 @@ pub struct Flow {
     output_text: String,
     /// Response guardrails apply to this request.
     guard_response: bool,
+    /// Capture configured: method, path and `anthropic-version` kept from
+    /// the headers phase until the body decides whether to capture.
+    capture_head: Option<(String, String, Option<String>)>,
+    /// This request is being captured (sampled); the finished record.
+    capture: Option<Box<crate::capture::Capture>>,
+    capture_out: Option<Vec<u8>>,
+}
+
+/// Digest of an upstream request for the online shadow comparison: the
+/// provider, path and JSON body in canonical form (sorted keys, no
+/// formatting), so equal requests from two builds compare equal.
+fn forward_digest(provider: &str, path: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(provider.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    match serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+    {
+        Some(canon) => h.update(&canon),
+        None => h.update(body),
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(d: &[u8]) -> String {
+    use std::fmt::Write;
+    d.iter()
+        .take(16)
+        .fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
@@ -278,6 +314,9 @@ impl Flow {
             prompt_estimate: 0,
             output_text: String::new(),
             guard_response: false,
+            capture_head: None,
+            capture: None,
+            capture_out: None,
         }
     }
 
@@ -313,6 +352,7 @@ impl Flow {
     pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
         self.record.request_id = head.request_id.unwrap_or_default().to_string();
         self.record.config_version.clone_from(&gw.version);
+        self.record.role = gw.shadow.map(|r| r.as_str());
         self.client_anthropic_version_missing = head.anthropic_version.is_none();
         let path = head.path.split(['?', '#']).next().unwrap_or_default();
         let gemini = gemini_endpoint(path);
@@ -391,6 +431,13 @@ impl Flow {
                 "The request body must be a JSON object.",
             )));
         }
+        if gw.capture.is_some() {
+            self.capture_head = Some((
+                head.method.to_string(),
+                head.path.to_string(),
+                head.anthropic_version.map(str::to_string),
+            ));
+        }
         HeadersStep::ReadBody
     }
 
@@ -442,12 +489,56 @@ impl Flow {
             return BodyStep::Wait;
         }
         let body = read().unwrap_or_default();
+        self.start_capture(gw, &body);
         match self.route_request(gw, shared, &body) {
             Ok(f) => {
                 self.phase = Phase::Upstream;
+                let path = f.set.iter().find(|(k, _)| *k == ":path").map(|(_, v)| v);
+                let path = path.map(|p| p.as_ref()).unwrap_or_default();
+                let provider = self.record.provider.as_deref().unwrap_or_default();
+                if gw.shadow.is_some() {
+                    self.record.digest = Some(forward_digest(provider, path, &f.body));
+                }
+                if let (Some(c), Some(route)) = (&mut self.capture, self.route) {
+                    c.upstream_request(provider, route.provider.as_str(), path, &f.body);
+                }
                 BodyStep::Forward(f)
             }
-            Err(e) => BodyStep::Reply(self.reply_error(e)),
+            Err(e) => {
+                let r = self.reply_error(e);
+                if let Some(c) = &mut self.capture {
+                    c.client_content_type(Some(r.content_type));
+                    c.client_bytes(&r.body);
+                }
+                BodyStep::Reply(r)
+            }
+        }
+    }
+
+    /// Decides (sampling by stratum) whether this request is captured.
+    fn start_capture(&mut self, gw: &Gateway, body: &[u8]) {
+        let (Some(cfg), Some((method, path, version))) = (&gw.capture, self.capture_head.take())
+        else {
+            return;
+        };
+        let (model, stream) = match &self.endpoint {
+            Some(Endpoint::Gemini { model, stream }) => (model.clone(), *stream),
+            _ => match ChatRequest::parse(body) {
+                Ok(p) => (p.model.to_string(), p.stream),
+                Err(_) => (String::new(), false),
+            },
+        };
+        let (stratum, tools) = crate::capture::stratum(&model, body, stream);
+        if gw.sampler.borrow_mut().take(cfg, &stratum) {
+            self.capture = Some(Box::new(crate::capture::Capture::new(
+                cfg,
+                &method,
+                &path,
+                version.as_deref(),
+                stratum,
+                tools,
+                body,
+            )));
         }
     }
 
@@ -767,6 +858,13 @@ impl Flow {
                 out.set.push(("content-type", "application/json".into()));
             }
         }
+        if let Some(c) = &mut self.capture {
+            c.upstream_headers(status, content_type);
+            let set = out.set.iter().find(|(k, _)| *k == "content-type");
+            c.client_content_type(set.map(|(_, v)| v.as_ref()).or(content_type));
+            let warnings = out.set.iter().find(|(k, _)| *k == WARNINGS_HEADER);
+            c.client_warnings(warnings.map(|(_, v)| v.as_ref()));
+        }
         out
     }
 
@@ -777,11 +875,45 @@ impl Flow {
             _ if self.phase != Phase::Upstream => false,
             ResponseMode::StreamPass { .. } | ResponseMode::StreamTranslate(_) => true,
             ResponseMode::Buffer => end_of_stream,
-            ResponseMode::Unknown | ResponseMode::Pass => false,
+            ResponseMode::Unknown | ResponseMode::Pass => self.capture.is_some(),
         }
     }
 
     pub fn on_response_body(
+        &mut self,
+        gw: &Gateway,
+        body_size: usize,
+        end_of_stream: bool,
+        now_ms: u64,
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> ResponseBodyStep {
+        if self.capture.is_none() || self.phase != Phase::Upstream {
+            return self.response_body(gw, body_size, end_of_stream, now_ms, read);
+        }
+        // Captured: the upstream bytes are kept as well as handed on. A
+        // held (`Wait`) chunk comes back whole in a later callback.
+        let bytes = read();
+        let copy = bytes.clone();
+        let step = self.response_body(gw, body_size, end_of_stream, now_ms, move || bytes);
+        if let Some(c) = &mut self.capture {
+            match (&step, &copy) {
+                (ResponseBodyStep::Wait, _) => {}
+                (_, None) if body_size > 0 => c.invalidate(),
+                (step, copy) => {
+                    let up = copy.as_deref().unwrap_or_default();
+                    c.upstream_bytes(up);
+                    match step {
+                        ResponseBodyStep::Replace(b)
+                        | ResponseBodyStep::ReplaceWithStatus(_, b) => c.client_bytes(b),
+                        _ => c.client_bytes(up),
+                    }
+                }
+            }
+        }
+        step
+    }
+
+    fn response_body(
         &mut self,
         gw: &Gateway,
         body_size: usize,
@@ -1040,7 +1172,21 @@ impl Flow {
             self.record.tokens.completion_tokens = crate::tokens::count(model, &self.output_text);
             self.record.usage_source = "estimated";
         }
+        if self.record.role.is_some() && self.record.digest.is_none() {
+            // Answered by the gateway itself: the answer is the digest.
+            let local = format!("local\n{}\n{:?}", self.record.status, self.record.error);
+            self.record.digest = Some(forward_digest("", "", local.as_bytes()));
+        }
+        if let Some(c) = self.capture.take() {
+            self.capture_out = c.finish(&self.record, self.start_ms);
+        }
         self.record.to_json()
+    }
+
+    /// The capture record of this request, after `finish` (if it was sampled
+    /// and fit within `max_record_bytes`).
+    pub fn take_capture(&mut self) -> Option<Vec<u8>> {
+        self.capture_out.take()
     }
 }
 
@@ -1678,6 +1824,92 @@ mod tests {
         assert_eq!(rec["completion_tokens"], 1);
         assert_eq!(rec["ttft_ms"], 4);
         assert_eq!(rec["client_dialect"], "anthropic");
+    }
+
+    fn capturing_gw(shadow: bool) -> Gateway {
+        let cfg = serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [{"name": "oa", "kind": "openai", "cluster": "c_oa", "host": "oa",
+                           "auth": {"type": "bearer"}, "api_key_env": "OA_KEY"}],
+            "models": [{"name": "gpt", "targets": [{"provider": "oa", "model": "gpt-up"}]}],
+            "capture": {"sample_rate": 0.0, "min_per_stratum": 1},
+            "shadow": if shadow { serde_json::json!({"role": "shadow"}) } else { serde_json::Value::Null }
+        }))
+        .unwrap();
+        Gateway::new(cfg, |_| Some("provider-secret".to_string())).unwrap()
+    }
+
+    #[test]
+    fn captured_requests_carry_both_exchanges_and_never_credentials() {
+        let g = capturing_gw(false);
+        let body = r#"{"model":"gpt","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut f = Flow::new(1_000);
+        assert!(matches!(
+            send(&g, &mut f, "POST", "/v1/messages", body),
+            BodyStep::Forward(_)
+        ));
+        f.on_response_headers(&g, 200, Some("text/event-stream"));
+        let up = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n";
+        // Split across callbacks: both sides are kept whole.
+        let (a, b) = up.split_at(20);
+        for (part, end) in [(a, false), (b, true)] {
+            let bytes = part.as_bytes().to_vec();
+            f.on_response_body(&g, bytes.len(), end, 1_002, || Some(bytes));
+        }
+        f.finish(1_003, &crate::budget::MemoryStore::default());
+        let cap: serde_json::Value = serde_json::from_slice(&f.take_capture().unwrap()).unwrap();
+        assert_eq!(cap["upstream"]["response_body"], up);
+        assert_eq!(cap["upstream"]["kind"], "openai");
+        assert_eq!(cap["upstream"]["path"], "/v1/chat/completions");
+        let client = cap["response_body"].as_str().unwrap();
+        assert!(client.starts_with("event: message_start"), "{client}");
+        assert_eq!(cap["stratum"], "gpt|tools=false|stream=true");
+        let text = cap.to_string();
+        assert!(!text.contains("provider-secret") && !text.contains("sk-1"));
+        // Sampling: the stratum's minimum (1) is spent; rate 0 takes no more.
+        let mut f2 = Flow::new(1_000);
+        send(&g, &mut f2, "POST", "/v1/messages", body);
+        f2.finish(1_001, &crate::budget::MemoryStore::default());
+        assert!(f2.take_capture().is_none());
+        // A gateway-answered request is captured with its answer.
+        let mut f3 = Flow::new(1_000);
+        let BodyStep::Reply(r) = send(
+            &g,
+            &mut f3,
+            "POST",
+            "/v1/messages",
+            r#"{"model":"nope","max_tokens":1,"messages":[]}"#,
+        ) else {
+            panic!()
+        };
+        f3.finish(1_001, &crate::budget::MemoryStore::default());
+        let cap: serde_json::Value = serde_json::from_slice(&f3.take_capture().unwrap()).unwrap();
+        assert!(cap["upstream"].is_null());
+        assert_eq!(cap["status"], r.status);
+        assert_eq!(
+            cap["response_body"].as_str().unwrap().as_bytes(),
+            &r.body[..]
+        );
+    }
+
+    #[test]
+    fn shadow_digest_is_of_the_upstream_request_in_canonical_form() {
+        let g = capturing_gw(true);
+        let digest = |body: &str| {
+            let mut f = Flow::new(1_000);
+            send(&g, &mut f, "POST", "/v1/chat/completions", body);
+            let rec: serde_json::Value =
+                serde_json::from_slice(&f.finish(1_001, &crate::budget::MemoryStore::default()))
+                    .unwrap();
+            assert_eq!(rec["role"], "shadow");
+            rec["digest"].as_str().unwrap().to_string()
+        };
+        let a = digest(r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#);
+        let b = digest(r#"{ "messages": [{"content": "hi", "role": "user"}], "model": "gpt" }"#);
+        let c = digest(r#"{"model":"gpt","messages":[{"role":"user","content":"ho"}]}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, digest(r#"{"model":"nope","messages":[]}"#));
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub struct Gateway {
     /// Compiled once per configuration.
     pub guardrails: Option<crate::guardrails::Policy>,
     pub metrics_per_key: bool,
+    /// Traffic capture for replay baselines, and its per-VM sampler (reset
+    /// with each configuration).
+    pub capture: Option<sluice_config::CaptureConfig>,
+    pub sampler: std::cell::RefCell<crate::capture::Sampler>,
+    /// Role in an online shadow comparison.
+    pub shadow: Option<sluice_config::ShadowRole>,
     keys: HashMap<[u8; 32], KeyEntry>,
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
@@ -189,6 +195,9 @@ impl Gateway {
             limits: cfg.limits,
             guardrails,
             metrics_per_key: cfg.metrics.is_some_and(|m| m.per_key),
+            capture: cfg.capture,
+            sampler: Default::default(),
+            shadow: cfg.shadow.map(|s| s.role),
             keys,
             models,
             model_order,

@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod auth;
 pub mod budget;
 pub mod canonical;
+pub mod capture;
 pub mod error;
 pub mod flow;
 pub mod gateway;

@@ -51,6 +51,13 @@ pub struct UsageRecord {
     /// access-log loss visible.
     pub vm: String,
     pub seq: u64,
+    /// Online shadow comparison: this filter's role, and a digest of what
+    /// it sent upstream (or of its own answer) for the control plane to
+    /// pair with the other side's by `request_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl UsageRecord {

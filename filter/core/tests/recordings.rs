@@ -561,3 +561,30 @@ fn truncated_and_garbage_streams_end_with_an_error_event_never_a_panic() {
         }
     }
 }
+
+/// The input-token count of an Anthropic stream's `message_start` survives
+/// re-encoding (a response guardrail re-encodes same-dialect streams).
+#[test]
+fn anthropic_message_start_keeps_input_tokens() {
+    let first_start = |sse: &[u8]| -> Option<Value> {
+        let text = String::from_utf8_lossy(sse).into_owned();
+        text.split("\n\n")
+            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|v| v["type"] == "message_start")
+            .map(|v| v["message"]["usage"]["input_tokens"].clone())
+    };
+    let mut checked = 0;
+    for r in recordings()
+        .into_iter()
+        .filter(|r| r.dialect == Dialect::Anthropic)
+    {
+        let Some(want) = first_start(&r.sse) else {
+            continue;
+        };
+        let got = first_start(&translate(&r, Dialect::Anthropic, &[])).unwrap();
+        assert_eq!(got, want, "{}", r.name);
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} anthropic streams checked");
+}

@@ -35,6 +35,9 @@ impl SharedStore for HostShared {
 
 /// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
 const USAGE_PROPERTY: &str = "sluice_usage";
+/// Filter state name of a capture record (`wasm.sluice_capture`), set only
+/// for sampled requests when capture is configured.
+const CAPTURE_PROPERTY: &str = "sluice_capture";
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
@@ -291,5 +294,8 @@ impl HttpContext for Http {
         let per_key = self.gateway.as_ref().is_some_and(|g| g.metrics_per_key);
         record_metrics(&self.flow, per_key);
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
+        if let Some(capture) = self.flow.take_capture() {
+            self.set_property(vec![CAPTURE_PROPERTY], Some(&capture));
+        }
     }
 }

@@ -42,7 +42,13 @@ struct Options {
 struct AppState {
     opts: Options,
     recent: Mutex<VecDeque<Value>>,
+    /// Replay mode: recorded provider answers by record id, and what each
+    /// gateway side sent for each record.
+    replay: std::collections::HashMap<String, sluice_replay::record::Record>,
+    replay_log: Mutex<std::collections::HashMap<String, serde_json::Map<String, Value>>>,
 }
+
+const MAX_REPLAY_LOG: usize = 100_000;
 
 const MAX_RECENT: usize = 200;
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -50,7 +56,8 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 fn usage() -> ! {
     eprintln!(
         "usage: sluice-mock-provider [--addr 127.0.0.1] [--port 0] [--port-file PATH] \
-         [--chunk-delay-ms N] [--require-key KEY] [--recordings DIR] [--workers N] [--no-log]"
+         [--chunk-delay-ms N] [--require-key KEY] [--recordings DIR] [--workers N] [--no-log] \
+         [--replay-baseline FILE]..."
     );
     std::process::exit(2)
 }
@@ -66,6 +73,7 @@ fn main() {
         recordings: None,
         quiet_log: false,
     };
+    let mut replay_files: Vec<PathBuf> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage());
@@ -78,7 +86,18 @@ fn main() {
             "--recordings" => opts.recordings = Some(PathBuf::from(val())),
             "--workers" => workers = val().parse().unwrap_or_else(|_| usage()),
             "--no-log" => opts.quiet_log = true,
+            "--replay-baseline" => replay_files.push(PathBuf::from(val())),
             _ => usage(),
+        }
+    }
+    let mut replay = std::collections::HashMap::new();
+    for f in &replay_files {
+        match sluice_replay::record::read_baseline(f) {
+            Ok(records) => replay.extend(records.into_iter().map(|r| (r.id.clone(), r))),
+            Err(e) => {
+                eprintln!("sluice-mock-provider: {e}");
+                std::process::exit(2);
+            }
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +117,8 @@ fn main() {
         let state = Arc::new(AppState {
             opts,
             recent: Mutex::new(VecDeque::new()),
+            replay,
+            replay_log: Mutex::new(Default::default()),
         });
         let app = Router::new().fallback(handle).with_state(state);
         let shutdown = async {
@@ -182,7 +203,14 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     };
 
     if path.starts_with("/__mock/") {
-        return control(&state, &parts.method, &path);
+        return control(&state, &parts.method, &path, &query);
+    }
+    if let Some(id) = header(&parts.headers, sluice_replay::runner::REPLAY_ID_HEADER) {
+        if !state.replay.is_empty() {
+            let side = header(&parts.headers, sluice_replay::runner::REPLAY_SIDE_HEADER)
+                .unwrap_or("primary");
+            return replay_answer(&state, id, side, &path, &query, &body);
+        }
     }
 
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -343,8 +371,65 @@ pub fn sse_response(frames: Vec<String>, delay_ms: u64) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-fn control(state: &AppState, method: &Method, path: &str) -> Response {
+/// Replay mode: the recorded provider answer of record `id`, and a log of
+/// what this side sent.
+fn replay_answer(
+    state: &AppState,
+    id: &str,
+    side: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Response {
+    {
+        let mut log = state.replay_log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() < MAX_REPLAY_LOG || log.contains_key(id) {
+            let full = if query.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{query}")
+            };
+            let text = String::from_utf8_lossy(body);
+            log.entry(id.to_string()).or_default().insert(
+                side.to_string(),
+                json!({"path": full, "body": sluice_replay::record::body_value(&text)}),
+            );
+        }
+    }
+    let Some(up) = state.replay.get(id).and_then(|r| r.upstream.as_ref()) else {
+        return json_response(
+            500,
+            &json!({"error": {"message": format!("mock replay: no upstream exchange recorded for {id}")}}),
+            &[],
+        );
+    };
+    let r = &up.response;
+    let frames = r.wire_frames();
+    if r.events.is_some() {
+        return sse_response(frames, 0);
+    }
+    let ct = r
+        .headers
+        .get("content-type")
+        .cloned()
+        .unwrap_or_else(|| "application/json".into());
+    Response::builder()
+        .status(r.status)
+        .header("content-type", ct)
+        .body(Body::from(frames.concat()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn control(state: &AppState, method: &Method, path: &str, query: &str) -> Response {
     match (method.as_str(), path) {
+        ("GET", "/__mock/replay-log") => {
+            let id = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("id="))
+                .unwrap_or_default();
+            let log = state.replay_log.lock().unwrap_or_else(|p| p.into_inner());
+            json_response(200, &json!(log.get(id)), &[])
+        }
         ("GET", "/__mock/health") => json_response(200, &json!({"ok": true}), &[]),
         ("GET", "/__mock/requests") => {
             let recent = state.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -32,14 +32,16 @@ impl Decoder {
         };
         match payload {
             StreamPayload::MessageStart { message } => {
-                out.push(StreamEvent::Start {
-                    id: message.id,
-                    model: message.model,
-                });
+                // Usage first: an Anthropic encoder writes `message_start`
+                // on Start and must already know the input tokens.
                 if let Some(u) = message.usage {
                     self.usage = usage_from(&u);
                     out.push(StreamEvent::Usage(self.usage));
                 }
+                out.push(StreamEvent::Start {
+                    id: message.id,
+                    model: message.model,
+                });
             }
             StreamPayload::ContentBlockStart {
                 index,

@@ -1,0 +1,109 @@
+//! Capture writer: the filter's `wasm.sluice_capture` records (sampled
+//! requests, see filter/core/src/capture.rs) arrive through the access log;
+//! each is converted to a replay record, sanitized (irreversibly: PII
+//! hashed with a salt, secrets redacted) and appended to a baseline file
+//! `capture-YYYY-MM-DD.jsonl` in the capture directory. Raw records are
+//! never written anywhere.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sluice_replay::record::Record;
+use sluice_replay::sanitize::Sanitizer;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub written: AtomicU64,
+    /// Queue full, no capture directory, or not convertible.
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaptureStatus {
+    pub dir: Option<String>,
+    pub received: u64,
+    pub written: u64,
+    pub dropped: u64,
+}
+
+impl Counters {
+    pub fn status(&self, dir: Option<&PathBuf>) -> CaptureStatus {
+        CaptureStatus {
+            dir: dir.map(|d| d.display().to_string()),
+            received: self.received.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn day(ts_ms: u64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = (ts_ms / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Converts, sanitizes and appends; runs on a blocking thread.
+pub async fn run(
+    dir: PathBuf,
+    sanitizer: Sanitizer,
+    counters: Arc<Counters>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let ruleset = sluice_replay::ruleset::Ruleset::builtin()
+        .version()
+        .to_string();
+    while let Some(raw) = rx.recv().await {
+        let mut rec = match Record::from_capture(&raw, &ruleset) {
+            Ok(r) => r,
+            Err(e) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                eprintln!("sluice: capture: {e}");
+                continue;
+            }
+        };
+        sanitizer.record(&mut rec);
+        let Ok(line) = serde_json::to_string(&rec) else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let path = dir.join(format!("capture-{}.jsonl", day(rec.ts_ms)));
+        let res = tokio::task::block_in_place(|| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(format!("{line}\n").as_bytes())
+        });
+        match res {
+            Ok(()) => counters.written.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                eprintln!("sluice: capture {}: {e}", path.display());
+                counters.dropped.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_days() {
+        assert_eq!(super::day(0), "1970-01-01");
+        assert_eq!(super::day(1_795_305_600_000), "2026-11-22");
+        assert_eq!(super::day(951_782_400_000), "2000-02-29");
+    }
+}
