@@ -127,7 +127,22 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/prices", get(list_prices))
         .route("/v1/prices/import", post(import_prices))
         .route("/v1/usage", get(usage_report))
+        .route("/wasm/sluice.wasm", get(wasm_module))
         .with_state(state)
+}
+
+/// The filter module, for Envoys that fetch it (`--wasm-url`). Public: it is
+/// the same code for everyone, and Envoy checks its SHA-256.
+async fn wasm_module(State(s): S) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &s.app.wasm_bytes {
+        Some(b) => (
+            [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+            b.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no module served (--wasm-file)").into_response(),
+    }
 }
 
 async fn status(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {

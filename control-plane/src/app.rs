@@ -21,9 +21,23 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct WasmSpec {
     pub resource_name: String,
-    pub wasm_path: String,
+    pub code: WasmCode,
     pub vm_id: String,
     pub env_keys: Vec<String>,
+}
+
+/// Where Envoy gets the module.
+#[derive(Debug, Clone)]
+pub enum WasmCode {
+    /// A file on Envoy's host (bundled stacks, a mounted volume).
+    Local(String),
+    /// Fetched by Envoy over HTTP through `cluster` and checked against
+    /// `sha256` (Kubernetes: the control plane serves `/wasm/sluice.wasm`).
+    Remote {
+        url: String,
+        cluster: String,
+        sha256: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,6 +62,8 @@ pub struct App {
     pub capture: Option<mpsc::Sender<Vec<u8>>>,
     pub capture_dir: Option<std::path::PathBuf>,
     pub capture_counters: Arc<crate::capture::Counters>,
+    /// The module bytes served at `/wasm/sluice.wasm` (`--wasm-file`).
+    pub wasm_bytes: Option<axum::body::Bytes>,
 }
 
 impl App {

@@ -92,9 +92,20 @@ struct ServeArgs {
     /// Read-only admin token.
     #[arg(long, env = "SLUICE_ADMIN_READ_TOKEN", hide_env_values = true)]
     read_token: Option<String>,
-    /// Path of the filter .wasm as Envoy sees it.
+    /// Path of the filter .wasm as Envoy sees it (a file on Envoy's host).
+    #[arg(long, required_unless_present = "wasm_url")]
+    wasm: Option<String>,
+    /// Envoy fetches the module from this URL instead (checked against its
+    /// SHA-256), through `--wasm-cluster`. With `--wasm-file`, the control
+    /// plane serves it itself at `/wasm/sluice.wasm` on the admin address.
+    #[arg(long, requires = "wasm_file")]
+    wasm_url: Option<String>,
+    /// Envoy cluster that reaches `--wasm-url`.
+    #[arg(long, default_value = "sluice_control_plane_http")]
+    wasm_cluster: String,
+    /// The module file: hashed for `--wasm-url` and served at /wasm/sluice.wasm.
     #[arg(long)]
-    wasm: String,
+    wasm_file: Option<PathBuf>,
     /// ECDS resource name (the `config_discovery` name in Envoy's bootstrap).
     #[arg(long, default_value = "sluice")]
     resource_name: String,
@@ -247,6 +258,21 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         version,
         config_json,
     }));
+    let wasm_bytes = match &a.wasm_file {
+        Some(p) => Some(axum::body::Bytes::from(
+            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let code = match (&a.wasm_url, &wasm_bytes, a.wasm.clone()) {
+        (Some(url), Some(bytes), _) => app::WasmCode::Remote {
+            url: url.clone(),
+            cluster: a.wasm_cluster.clone(),
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes.as_ref())),
+        },
+        (_, _, Some(path)) => app::WasmCode::Local(path),
+        _ => return Err("--wasm PATH or --wasm-url URL --wasm-file PATH is required".into()),
+    };
     let (ingest_tx, ingest_rx) = mpsc::channel(4096);
     let capture_counters = Arc::new(capture::Counters::default());
     let mut capture_task = None;
@@ -281,7 +307,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         nodes: Mutex::new(Default::default()),
         wasm: app::WasmSpec {
             resource_name: a.resource_name,
-            wasm_path: a.wasm,
+            code,
             vm_id: "sluice".into(),
             env_keys: a.env_keys.into_iter().filter(|k| !k.is_empty()).collect(),
         },
@@ -290,6 +316,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         capture: capture_tx,
         capture_dir: a.capture_dir.clone(),
         capture_counters: capture_counters.clone(),
+        wasm_bytes,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

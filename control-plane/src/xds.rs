@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
+    async_data_source, data_source, http_uri, AsyncDataSource, DataSource, HttpUri,
+    RemoteDataSource, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{
@@ -23,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::app::{App, Snapshot, WasmSpec};
+use crate::app::{App, Snapshot, WasmCode, WasmSpec};
 
 pub const TYPED_EXTENSION_CONFIG: &str =
     "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
@@ -34,10 +35,30 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
         vm_id: spec.vm_id.clone(),
         runtime: "envoy.wasm.runtime.v8".into(),
         code: Some(AsyncDataSource {
-            specifier: Some(async_data_source::Specifier::Local(DataSource {
-                specifier: Some(data_source::Specifier::Filename(spec.wasm_path.clone())),
-                ..Default::default()
-            })),
+            specifier: Some(match &spec.code {
+                WasmCode::Local(path) => async_data_source::Specifier::Local(DataSource {
+                    specifier: Some(data_source::Specifier::Filename(path.clone())),
+                    ..Default::default()
+                }),
+                WasmCode::Remote {
+                    url,
+                    cluster,
+                    sha256,
+                } => async_data_source::Specifier::Remote(RemoteDataSource {
+                    http_uri: Some(HttpUri {
+                        uri: url.clone(),
+                        timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                            seconds: 60,
+                            nanos: 0,
+                        }),
+                        http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                            cluster.clone(),
+                        )),
+                    }),
+                    sha256: sha256.clone(),
+                    retry_policy: None,
+                }),
+            }),
         }),
         environment_variables: Some(EnvironmentVariables {
             host_env_keys: spec.env_keys.clone(),
