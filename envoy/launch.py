@@ -174,10 +174,20 @@ def control_plane_cluster(port: int) -> dict:
     }
 
 
+def control_plane_http_cluster(port: int) -> dict:
+    """HTTP/1.1 to the control plane's admin address, where it serves the
+    module for Envoys that fetch it (`sluice serve --wasm-url`)."""
+    c = control_plane_cluster(port)
+    c["name"] = c["load_assignment"]["cluster_name"] = "sluice_control_plane_http"
+    del c["typed_extension_protocol_options"]
+    return c
+
+
 def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, mock_port: int,
                      access_log: Path, wasm: Path = WASM, listen_address: str = "127.0.0.1",
                      real_clusters: bool = True, control_plane_port: int | None = None,
-                     xds_api_type: str = "GRPC", node_id: str = "sluice-envoy") -> str:
+                     xds_api_type: str = "GRPC", node_id: str = "sluice-envoy",
+                     control_plane_admin_port: int | None = None) -> str:
     """Static mode (config inline) or, with `control_plane_port`, managed mode
     (config over ECDS, usage over gRPC access logs). Inserted blocks are JSON,
     which is valid YAML flow style."""
@@ -198,7 +208,9 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
                                  else static_filter(config or {}, wasm)),
         GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log()) + "\n") if managed else "",
         REAL_PROVIDER_CLUSTERS=clusters,
-        CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port)))
+        CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port))
+                               + ("\n  - " + json.dumps(control_plane_http_cluster(
+                                   control_plane_admin_port)) if control_plane_admin_port else ""))
         if managed else "",
     )
 
@@ -402,7 +414,13 @@ class ControlPlane:
     def __init__(self, workdir: Path, *, seed: dict | None = None, db: Path | None = None,
                  grpc_port: int | None = None, admin_port: int | None = None,
                  token: str = "test-admin-token", read_token: str = "test-read-token",
-                 binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None):
+                 binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None,
+                 wasm_remote: bool = False, push_keys: bool = False):
+        """`wasm_remote`: Envoy fetches the module from the control plane
+        (as in Kubernetes) instead of reading a local file. `push_keys`: the
+        provider keys go from the control plane's environment into the VM
+        config instead of Envoy's environment."""
+        self.env = {}
         self.workdir = workdir
         self.db = db or workdir / "sluice.db"
         self.grpc_port = grpc_port or free_port()
@@ -414,7 +432,15 @@ class ControlPlane:
         self.args = [str(binary), "serve", "--db", str(self.db),
                      "--grpc", f"127.0.0.1:{self.grpc_port}",
                      "--admin", f"127.0.0.1:{self.admin_port}",
-                     "--wasm", str(wasm), "--env-keys", ",".join(ALL_ENV_KEYS)]
+                     "--env-keys", ",".join(ALL_ENV_KEYS)]
+        if push_keys:
+            self.args += ["--push-env", "SLUICE_MOCK_API_KEY"]
+            self.env["SLUICE_MOCK_API_KEY"] = MOCK_PROVIDER_SECRET
+        if wasm_remote:
+            self.args += ["--wasm-url", f"{self.admin_url}/wasm/sluice.wasm",
+                          "--wasm-file", str(wasm)]
+        else:
+            self.args += ["--wasm", str(wasm)]
         if seed is not None:
             seed_file = workdir / "seed-config.json"
             seed_file.write_text(json.dumps(seed))
@@ -427,7 +453,7 @@ class ControlPlane:
     def start(self) -> None:
         self.log = open(self.workdir / "control-plane.log", "ab")
         env = {**os.environ, "SLUICE_ADMIN_TOKEN": self.token,
-               "SLUICE_ADMIN_READ_TOKEN": self.read_token}
+               "SLUICE_ADMIN_READ_TOKEN": self.read_token, **self.env}
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, env=env)
         deadline = time.monotonic() + 30
         while True:
@@ -482,7 +508,8 @@ class Stack:
                  managed: bool = False, xds_api_type: str = "GRPC",
                  control_plane_ports: tuple[int, int] | None = None,
                  admin_token: str = "test-admin-token", capture_dir: Path | None = None,
-                 mock: "Mock | None" = None, shadow: dict | None = None):
+                 mock: "Mock | None" = None, shadow: dict | None = None,
+                 wasm_remote: bool = False, push_keys: bool = False):
         """`mock`: share a running mock provider (e.g. a replaying one).
         `shadow`: {"config": ..., "wasm": Path, "percent": int} runs the
         online shadow layout (render_shadow_bootstrap)."""
@@ -498,7 +525,8 @@ class Stack:
                 grpc, admin = control_plane_ports or (None, None)
                 self.cp = ControlPlane(self.workdir, seed=self.config, grpc_port=grpc,
                                        admin_port=admin, token=admin_token,
-                                       capture_dir=capture_dir)
+                                       capture_dir=capture_dir, wasm_remote=wasm_remote,
+                                       push_keys=push_keys)
             self.port = listen_port or free_port()
             admin_port = free_port()
             self.access_log = self.workdir / "access.log"
@@ -516,10 +544,12 @@ class Stack:
                     mock_port=self.mock.port, access_log=self.access_log,
                     real_clusters=real_clusters, listen_address=listen_address,
                     control_plane_port=self.cp.grpc_port if self.cp else None,
-                    xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}")
+                    xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}",
+                    control_plane_admin_port=self.cp.admin_port if self.cp else None)
             self.envoy = Envoy(self.workdir, bootstrap, admin_port=admin_port,
                                concurrency=concurrency,
-                               env={"SLUICE_MOCK_API_KEY": MOCK_PROVIDER_SECRET})
+                               env={} if push_keys else
+                               {"SLUICE_MOCK_API_KEY": MOCK_PROVIDER_SECRET})
         except BaseException:
             if self.own_mock:
                 self.mock.stop()

@@ -112,6 +112,11 @@ struct ServeArgs {
     /// Env vars exposed to the VM (provider keys), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "")]
     env_keys: Vec<String>,
+    /// Env vars of the control plane itself whose values are pushed into the
+    /// VM (provider keys from one Secret rather than every proxy's env; they
+    /// are then visible in Envoy's config dump, which Istio keeps local).
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    push_env: Vec<String>,
     /// A plugin configuration (JSON) to seed an empty database with.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -292,6 +297,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             let exact = a
                 .env_keys
                 .iter()
+                .chain(&a.push_env)
                 .filter_map(|k| std::env::var(k).ok())
                 .collect();
             let sanitizer = sluice_replay::sanitize::Sanitizer::new(&salt, exact)?;
@@ -310,6 +316,11 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             code,
             vm_id: "sluice".into(),
             env_keys: a.env_keys.into_iter().filter(|k| !k.is_empty()).collect(),
+            pushed_env: a
+                .push_env
+                .iter()
+                .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+                .collect(),
         },
         ingest: ingest_tx,
         pairs: Mutex::new(Default::default()),

@@ -61,8 +61,19 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
             }),
         }),
         environment_variables: Some(EnvironmentVariables {
-            host_env_keys: spec.env_keys.clone(),
-            ..Default::default()
+            // A name may be in one list only (Envoy NACKs duplicates);
+            // a pushed value wins.
+            host_env_keys: spec
+                .env_keys
+                .iter()
+                .filter(|k| !spec.pushed_env.contains_key(*k))
+                .cloned()
+                .collect(),
+            key_values: spec
+                .pushed_env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
         ..Default::default()
     };

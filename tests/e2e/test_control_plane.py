@@ -315,3 +315,21 @@ def test_guardrail_policy_is_pushed_and_bad_regexes_never_reach_envoy(managed, t
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"rules": []}))
     managed.cp.cli("guardrails", "set", str(empty))
+
+
+def test_envoy_fetches_the_module_from_the_control_plane(tmp_path):
+    """As in Kubernetes, where the module is not on Envoy's disk: the pushed
+    config names a URL and its SHA-256; Envoy fetches and checks it."""
+    os_env_key = __import__("os").environ.pop("SLUICE_MOCK_API_KEY", None)
+    assert os_env_key is None  # Envoy must not inherit the provider key
+    # Provider key pushed from the control plane's environment, not Envoy's.
+    with launch.Stack(gateway_config(), workdir=tmp_path, managed=True,
+                      wasm_remote=True, push_keys=True) as s:
+        cfg = s.cp.api("GET", "/v1/status")
+        assert cfg["nodes"] and cfg["nodes"][0]["acked_version"], cfg
+        r = chat(s, TEST_KEY)
+        assert r.status_code == 200, r.text
+        with httpx.Client(timeout=10) as c:
+            m = c.get(s.cp.admin_url + "/wasm/sluice.wasm")
+        assert m.status_code == 200 and m.content == launch.WASM.read_bytes()
+        assert m.headers["content-type"] == "application/wasm"
