@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/wasm/sluice_filter.wasm
 MOCK := target/release/sluice-mock-provider
 WASM_RUNNER := node --no-warnings $(CURDIR)/scripts/wasm-test-runner.mjs
 
-.PHONY: deps build wasm mock control-plane replay seed-baseline run test lint unit wasm-unit e2e bench bench-micro clean
+.PHONY: deps build wasm mock control-plane replay seed-baseline run test lint unit wasm-unit e2e istio istio-validate oci bench bench-micro clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -45,7 +45,19 @@ wasm-unit: deps
 e2e: build
 	$(PYTHON) -m pytest -q tests/e2e
 
-test: deps lint unit wasm-unit e2e
+## Istio/Kubernetes manifests: rendered, schema-checked, the Envoy config their
+## EnvoyFilters produce validated and run (no cluster needed).
+istio: build
+	$(PYTHON) -m pytest -q tests/istio
+
+istio-validate: deps
+	$(PYTHON) envoy/istio/tools/validate.py
+
+## The filter as a Wasm OCI image (no Docker daemon): target/oci/.
+oci: wasm
+	$(PYTHON) scripts/wasm-oci.py
+
+test: deps lint unit wasm-unit e2e istio
 
 bench: deps build bench-micro
 	@scripts/ensure-deps.sh bench

@@ -415,9 +415,11 @@ class ControlPlane:
                  grpc_port: int | None = None, admin_port: int | None = None,
                  token: str = "test-admin-token", read_token: str = "test-read-token",
                  binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None,
-                 wasm_remote: bool = False, push_keys: bool = False):
+                 wasm_remote: bool = False, push_keys: bool = False,
+                 wasm_inline: bool = False):
         """`wasm_remote`: Envoy fetches the module from the control plane
-        (as in Kubernetes) instead of reading a local file. `push_keys`: the
+        instead of reading a local file; `wasm_inline`: the control plane
+        sends the module's bytes in the config (as in Kubernetes). `push_keys`: the
         provider keys go from the control plane's environment into the VM
         config instead of Envoy's environment."""
         self.env = {}
@@ -439,6 +441,8 @@ class ControlPlane:
         if wasm_remote:
             self.args += ["--wasm-url", f"{self.admin_url}/wasm/sluice.wasm",
                           "--wasm-file", str(wasm)]
+        elif wasm_inline:
+            self.args += ["--wasm-file", str(wasm)]
         else:
             self.args += ["--wasm", str(wasm)]
         if seed is not None:
@@ -509,7 +513,8 @@ class Stack:
                  control_plane_ports: tuple[int, int] | None = None,
                  admin_token: str = "test-admin-token", capture_dir: Path | None = None,
                  mock: "Mock | None" = None, shadow: dict | None = None,
-                 wasm_remote: bool = False, push_keys: bool = False):
+                 wasm_remote: bool = False, push_keys: bool = False,
+                 wasm_inline: bool = False):
         """`mock`: share a running mock provider (e.g. a replaying one).
         `shadow`: {"config": ..., "wasm": Path, "percent": int} runs the
         online shadow layout (render_shadow_bootstrap)."""
@@ -526,7 +531,7 @@ class Stack:
                 self.cp = ControlPlane(self.workdir, seed=self.config, grpc_port=grpc,
                                        admin_port=admin, token=admin_token,
                                        capture_dir=capture_dir, wasm_remote=wasm_remote,
-                                       push_keys=push_keys)
+                                       push_keys=push_keys, wasm_inline=wasm_inline)
             self.port = listen_port or free_port()
             admin_port = free_port()
             self.access_log = self.workdir / "access.log"

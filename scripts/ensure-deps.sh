@@ -30,6 +30,14 @@ if ! command -v node >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
 fi
 
+# Istio manifest schemas (tests/istio): Istio's CRD schemas from npm, pinned
+# by the lock file.
+if [ ! -d envoy/istio/tools/node_modules/@kubernetes-models/istio ]; then
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+  echo ">> npm ci (envoy/istio/tools)"
+  npm ci --prefix envoy/istio/tools --no-audit --no-fund --loglevel=error
+fi
+
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
   echo ">> apt-get install wrk"
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null

@@ -128,7 +128,23 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/prices/import", post(import_prices))
         .route("/v1/usage", get(usage_report))
         .route("/wasm/sluice.wasm", get(wasm_module))
+        .route("/healthz", get(healthz))
         .with_state(state)
+}
+
+/// Liveness/readiness (no token): the store answers.
+async fn healthz(State(s): S) -> StatusCode {
+    let ok = s
+        .app
+        .store
+        .lock()
+        .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+        .is_ok();
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// The filter module, for Envoys that fetch it (`--wasm-url`). Public: it is

@@ -30,13 +30,38 @@ pub struct WasmSpec {
     pub pushed_env: std::collections::BTreeMap<String, String>,
 }
 
+impl WasmSpec {
+    /// The version Envoy sees: the config version and the module, so that a
+    /// new module with an unchanged config (an upgrade) is still a new
+    /// version — a reconnecting delta client holding the old one is updated.
+    pub fn wire_version(&self, config_version: i64) -> String {
+        use sha2::Digest;
+        let module = match &self.code {
+            WasmCode::Local(path) => sha2::Sha256::digest(path.as_bytes()),
+            WasmCode::Remote { sha256, .. } | WasmCode::Inline { sha256, .. } => {
+                sha2::Sha256::digest(sha256.as_bytes())
+            }
+        };
+        format!("{config_version}.{}", hex::encode(&module[..4]))
+    }
+}
+
 /// Where Envoy gets the module.
 #[derive(Debug, Clone)]
 pub enum WasmCode {
     /// A file on Envoy's host (bundled stacks, a mounted volume).
     Local(String),
+    /// The module's bytes in the ECDS resource itself: in-band, so a new
+    /// module reaches every connected Envoy like any config change
+    /// (Kubernetes: nothing on the proxies' disks).
+    Inline {
+        bytes: axum::body::Bytes,
+        sha256: String,
+    },
     /// Fetched by Envoy over HTTP through `cluster` and checked against
-    /// `sha256` (Kubernetes: the control plane serves `/wasm/sluice.wasm`).
+    /// `sha256`. Envoy 1.40 completes such a fetch at startup only: a
+    /// module change pushed to a running Envoy leaves the filter unloaded
+    /// (503) until the proxy restarts — use `Inline` for upgrades.
     Remote {
         url: String,
         cluster: String,

@@ -93,7 +93,7 @@ struct ServeArgs {
     #[arg(long, env = "SLUICE_ADMIN_READ_TOKEN", hide_env_values = true)]
     read_token: Option<String>,
     /// Path of the filter .wasm as Envoy sees it (a file on Envoy's host).
-    #[arg(long, required_unless_present = "wasm_url")]
+    #[arg(long, required_unless_present = "wasm_file")]
     wasm: Option<String>,
     /// Envoy fetches the module from this URL instead (checked against its
     /// SHA-256), through `--wasm-cluster`. With `--wasm-file`, the control
@@ -103,7 +103,8 @@ struct ServeArgs {
     /// Envoy cluster that reaches `--wasm-url`.
     #[arg(long, default_value = "sluice_control_plane_http")]
     wasm_cluster: String,
-    /// The module file: hashed for `--wasm-url` and served at /wasm/sluice.wasm.
+    /// The module file: hashed for `--wasm-url` and served at
+    /// /wasm/sluice.wasm; alone, pushed inline in the ECDS resource.
     #[arg(long)]
     wasm_file: Option<PathBuf>,
     /// ECDS resource name (the `config_discovery` name in Envoy's bootstrap).
@@ -275,8 +276,17 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             cluster: a.wasm_cluster.clone(),
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes.as_ref())),
         },
+        (None, Some(bytes), None) => app::WasmCode::Inline {
+            bytes: bytes.clone(),
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes.as_ref())),
+        },
         (_, _, Some(path)) => app::WasmCode::Local(path),
-        _ => return Err("--wasm PATH or --wasm-url URL --wasm-file PATH is required".into()),
+        _ => {
+            return Err(
+                "--wasm PATH, --wasm-file PATH or --wasm-url URL --wasm-file PATH is required"
+                    .into(),
+            )
+        }
     };
     let (ingest_tx, ingest_rx) = mpsc::channel(4096);
     let capture_counters = Arc::new(capture::Counters::default());

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    async_data_source, data_source, http_uri, AsyncDataSource, DataSource, HttpUri,
-    RemoteDataSource, TypedExtensionConfig,
+    async_data_source, data_source, http_uri, AsyncDataSource, BackoffStrategy, DataSource,
+    HttpUri, RemoteDataSource, RetryPolicy, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{
@@ -40,6 +40,10 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
                     specifier: Some(data_source::Specifier::Filename(path.clone())),
                     ..Default::default()
                 }),
+                WasmCode::Inline { bytes, .. } => async_data_source::Specifier::Local(DataSource {
+                    specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
+                    ..Default::default()
+                }),
                 WasmCode::Remote {
                     url,
                     cluster,
@@ -56,7 +60,25 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
                         )),
                     }),
                     sha256: sha256.clone(),
-                    retry_policy: None,
+                    // Without retries one failed fetch (a control-plane
+                    // restart resetting a pooled connection) leaves the
+                    // filter unloaded and answering 503.
+                    retry_policy: Some(RetryPolicy {
+                        retry_back_off: Some(BackoffStrategy {
+                            base_interval: Some(envoy_types::pb::google::protobuf::Duration {
+                                seconds: 0,
+                                nanos: 500_000_000,
+                            }),
+                            max_interval: Some(envoy_types::pb::google::protobuf::Duration {
+                                seconds: 10,
+                                nanos: 0,
+                            }),
+                        }),
+                        num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                            value: 10,
+                        }),
+                        ..Default::default()
+                    }),
                 }),
             }),
         }),
@@ -197,7 +219,8 @@ fn serve_stream<Req: XdsRequest, Resp: Send + 'static>(
                     // A reconnecting delta client that already holds the
                     // current version needs nothing.
                     let v = snap.version.to_string();
-                    if sent.is_none() && r.held_version(&app.wasm.resource_name) == Some(v.clone()) {
+                    let wire = app.wasm.wire_version(snap.version);
+                    if sent.is_none() && r.held_version(&app.wasm.resource_name) == Some(wire) {
                         sent = Some(snap.version);
                         app.node_update(&node, |s| s.acked_version = Some(v));
                         continue;
@@ -254,7 +277,7 @@ impl ExtensionConfigDiscoveryService for Ecds {
 
 fn sotw(app: &App, snap: &Snapshot, nonce: u64) -> DiscoveryResponse {
     DiscoveryResponse {
-        version_info: snap.version.to_string(),
+        version_info: app.wasm.wire_version(snap.version),
         resources: vec![resource(&app.wasm, snap)],
         type_url: TYPED_EXTENSION_CONFIG.into(),
         nonce: nonce.to_string(),
@@ -264,10 +287,10 @@ fn sotw(app: &App, snap: &Snapshot, nonce: u64) -> DiscoveryResponse {
 
 fn delta(app: &App, snap: &Snapshot, nonce: u64) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
-        system_version_info: snap.version.to_string(),
+        system_version_info: app.wasm.wire_version(snap.version),
         resources: vec![Resource {
             name: app.wasm.resource_name.clone(),
-            version: snap.version.to_string(),
+            version: app.wasm.wire_version(snap.version),
             resource: Some(resource(&app.wasm, snap)),
             ..Default::default()
         }],
