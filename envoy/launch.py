@@ -303,10 +303,16 @@ def render_shadow_bootstrap(*, primary_config: dict | None, shadow_config: dict,
     return json.dumps(boot, indent=1)
 
 
-def render_plain(*, listen_port: int, admin_port: int, mock_port: int, access_log: Path) -> str:
+def render_plain(*, listen_port: int, admin_port: int, mock_port: int, access_log: Path,
+                 wasm: Path | None = None) -> str:
+    """Plain Envoy; with `wasm`, that module loaded like Sluice (the bench's
+    no-op filter baseline)."""
+    extra = ""
+    if wasm is not None:
+        extra = "          - " + json.dumps(static_filter({}, wasm)) + "\n"
     return load_template("plain.yaml.tmpl").substitute(
         ADMIN_PORT=admin_port, LISTEN_PORT=listen_port, MOCK_PORT=mock_port,
-        ACCESS_LOG=json.dumps(str(access_log)))
+        ACCESS_LOG=json.dumps(str(access_log)), EXTRA_FILTER=extra)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str) -> None:

@@ -42,3 +42,7 @@ if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
   echo ">> apt-get install wrk"
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
+if [ "${1:-}" = bench ] && ! command -v valgrind >/dev/null; then
+  echo ">> apt-get install valgrind (make bench-profile)"
+  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
+fi

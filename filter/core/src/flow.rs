@@ -367,11 +367,12 @@ impl Flow {
         self.record.client_dialect = self.client.as_str();
         let presented = presented_key(head.authorization, head.x_api_key, head.x_goog_api_key)
             .or_else(|| query_key(head.path));
-        let key = match gw.authenticate_at(presented, self.start_ms / 1000) {
+        // Hashed once: the body phase finds the key again by its digest.
+        self.key_digest = presented.map(crate::auth::digest);
+        let key = match gw.authenticate_digest_at(self.key_digest.as_ref(), self.start_ms / 1000) {
             Ok(k) => k,
             Err(e) => return HeadersStep::Reply(self.reply_error(e)),
         };
-        self.key_digest = presented.map(crate::auth::digest);
         self.record.key_id = Some(key.id.clone());
         let endpoint = match (head.method, path, gemini) {
             ("POST", "/v1/chat/completions", _) => Endpoint::OpenAiChat,

@@ -211,7 +211,17 @@ impl Gateway {
         presented: Option<&str>,
         now_s: u64,
     ) -> Result<&KeyEntry, GatewayError> {
-        let k = self.authenticate(presented)?;
+        self.authenticate_digest_at(presented.map(crate::auth::digest).as_ref(), now_s)
+    }
+
+    /// Looks up a presented key by its SHA-256 (computed once per request
+    /// by the caller, who keeps it for the body phase).
+    pub fn authenticate_digest_at(
+        &self,
+        digest: Option<&[u8; 32]>,
+        now_s: u64,
+    ) -> Result<&KeyEntry, GatewayError> {
+        let k = self.authenticate_digest(digest)?;
         if k.expires_at.is_some_and(|t| now_s >= t) {
             return Err(GatewayError::invalid_api_key("This API key has expired."));
         }
@@ -220,12 +230,16 @@ impl Gateway {
 
     /// Looks up a presented key.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<&KeyEntry, GatewayError> {
-        let Some(key) = presented else {
+        self.authenticate_digest(presented.map(crate::auth::digest).as_ref())
+    }
+
+    fn authenticate_digest(&self, digest: Option<&[u8; 32]>) -> Result<&KeyEntry, GatewayError> {
+        let Some(digest) = digest else {
             return Err(GatewayError::invalid_api_key(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
             ));
         };
-        match self.keys.get(&crate::auth::digest(key)) {
+        match self.keys.get(digest) {
             None => Err(GatewayError::invalid_api_key("Incorrect API key provided.")),
             Some(k) if k.status == KeyStatus::Disabled => Err(GatewayError::invalid_api_key(
                 "This API key has been disabled.",

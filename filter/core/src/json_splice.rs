@@ -96,3 +96,123 @@ mod tests {
         );
     }
 }
+
+/// The raw value of member `key` of the top-level JSON object, found by a
+/// byte scan that tracks depth and skips strings (escapes included) —
+/// several times cheaper than a full parse when only one member (a
+/// response's `usage`) is wanted. `None` if absent or not an object.
+pub fn top_level_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut i = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[i] != b'{' {
+        return None;
+    }
+    i += 1;
+    let mut depth = 1usize;
+    // At depth 1, the next string is a key when `expect_key`.
+    let mut expect_key = true;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < body.len() && body[j] != b'"' {
+                    j += if body[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= body.len() {
+                    return None; // unterminated string
+                }
+                let end = j;
+                i = end + 1;
+                if depth == 1 && expect_key {
+                    expect_key = false;
+                    if &body[start..end] == key {
+                        while i < body.len() && (body[i].is_ascii_whitespace() || body[i] == b':') {
+                            i += 1;
+                        }
+                        let v = &body[i..];
+                        // The value runs to the next `,` or `}` at depth 1.
+                        let len = value_len(v)?;
+                        return Some(&v[..len]);
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            b',' => {
+                if depth == 1 {
+                    expect_key = true;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Length of the JSON value at the start of `v`.
+fn value_len(v: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'"' => {
+                i += 1;
+                while i < v.len() && v[i] != b'"' {
+                    i += if v[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                if depth == 0 {
+                    return Some(i.min(v.len()));
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                if depth == 0 {
+                    return Some(i);
+                }
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b',' if depth == 0 => return Some(i),
+            _ => i += 1,
+        }
+    }
+    (depth == 0).then_some(v.len())
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::top_level_member;
+
+    #[test]
+    fn finds_only_top_level_members() {
+        let b = br#" {"a":{"usage":1},"s":"x \"usage\": 2","usage" : {"p":1,"q":[1,2]},"z":3}"#;
+        assert_eq!(
+            top_level_member(b, b"usage"),
+            Some(&br#"{"p":1,"q":[1,2]}"#[..])
+        );
+        assert_eq!(top_level_member(b, b"z"), Some(&b"3"[..]));
+        assert_eq!(top_level_member(b, b"s"), Some(&br#""x \"usage\": 2""#[..]));
+        assert_eq!(top_level_member(br#"{"a":1}"#, b"usage"), None);
+        assert_eq!(top_level_member(b"[1]", b"usage"), None);
+        assert_eq!(top_level_member(br#"{"usage":"#, b"usage"), Some(&b""[..]));
+        assert_eq!(top_level_member(br#"{"us\"#, b"usage"), None);
+        // Garbage never panics.
+        for cut in 0..b.len() {
+            let _ = top_level_member(&b[..cut], b"usage");
+        }
+    }
+}

@@ -58,25 +58,6 @@ fn clean(v: &str) -> String {
     }
 }
 
-/// Labels, plus `key` when per-key labels are on.
-fn with_key(
-    labels: &[(&'static str, &str)],
-    per_key: bool,
-    key: &str,
-) -> Vec<(&'static str, String)> {
-    let mut v: Vec<(&'static str, String)> =
-        labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    if per_key {
-        v.push(("key", key.to_string()));
-    }
-    v
-}
-
-fn name_owned(base: &str, labels: &[(&'static str, String)]) -> String {
-    let borrowed: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    name(base, &borrowed)
-}
-
 fn name(base: &str, labels: &[(&str, &str)]) -> String {
     let mut n = String::with_capacity(base.len() + 64);
     n.push_str(base);
@@ -110,13 +91,17 @@ pub fn guardrail_updates(hits: &[crate::guardrails::Hit]) -> Vec<Update> {
         .collect()
 }
 
-/// The metric updates for one finished request. `per_key` adds a `key`
-/// label (configuration switch: cardinality).
-pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
+/// Calls `f(base name, labels, kind, value)` for each metric a finished
+/// request updates. `per_key` adds a `key` label (configuration switch:
+/// cardinality).
+fn each(
+    r: &UsageRecord,
+    per_key: bool,
+    mut f: impl FnMut(&'static str, &[(&'static str, &str)], Kind, u64),
+) {
     let provider = r.provider.as_deref().unwrap_or("none");
     let model = r.model.as_deref().unwrap_or("none");
     let key = r.key_id.as_deref().unwrap_or("none");
-    let with_key = |labels: &[(&'static str, &str)]| with_key(labels, per_key, key);
     let status_class = match r.status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -125,45 +110,51 @@ pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
         500..=599 => "5xx",
         _ => "other",
     };
-    let base = [("provider", provider), ("model", model)];
-    let mut out = Vec::with_capacity(8);
-    let owned = |l: Vec<(&'static str, String)>| name_owned("sluice_requests_total", &l);
-    out.push(Update {
-        name: owned(with_key(&[
-            base[0],
-            base[1],
-            ("status_class", status_class),
-            ("client_dialect", r.client_dialect),
-        ])),
-        kind: Kind::Counter,
-        value: 1,
-    });
+    // The key label goes last, only on the counters that carry it.
+    let k = if per_key { 1 } else { 0 };
+    let labels = [
+        ("provider", provider),
+        ("model", model),
+        ("status_class", status_class),
+        ("client_dialect", r.client_dialect),
+        ("key", key),
+    ];
+    let mut requests = [labels[0], labels[1], labels[2], labels[3], labels[4]];
+    f(
+        "sluice_requests_total",
+        &requests[..4 + k],
+        Kind::Counter,
+        1,
+    );
     if let Some(reason) = r.error {
         // Everything the gateway refused itself: rate limits, budgets,
         // guardrails, auth, bad requests.
-        out.push(Update {
-            name: name_owned(
-                "sluice_rejections_total",
-                &with_key(&[("reason", reason), base[1]]),
-            ),
-            kind: Kind::Counter,
-            value: 1,
-        });
+        requests[0] = ("reason", reason);
+        requests[2] = ("key", key);
+        f(
+            "sluice_rejections_total",
+            &requests[..2 + k],
+            Kind::Counter,
+            1,
+        );
     }
     if r.provider.is_none() {
-        return out; // refused before routing: no provider-side figures
+        return; // refused before routing: no provider-side figures
     }
-    out.push(Update {
-        name: name("gen_ai_client_operation_duration_milliseconds", &base),
-        kind: Kind::Histogram,
-        value: r.latency_ms,
-    });
+    let base = [labels[0], labels[1]];
+    f(
+        "gen_ai_client_operation_duration_milliseconds",
+        &base,
+        Kind::Histogram,
+        r.latency_ms,
+    );
     if let Some(t) = r.ttft_ms {
-        out.push(Update {
-            name: name("gen_ai_server_time_to_first_token_milliseconds", &base),
-            kind: Kind::Histogram,
-            value: t,
-        });
+        f(
+            "gen_ai_server_time_to_first_token_milliseconds",
+            &base,
+            Kind::Histogram,
+            t,
+        );
     }
     let t = &r.tokens;
     for (token_type, v) in [
@@ -174,21 +165,95 @@ pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
         if v == 0 {
             continue;
         }
-        let labels = [base[0], base[1], ("token_type", token_type)];
-        out.push(Update {
-            name: name_owned("sluice_tokens_total", &with_key(&labels)),
-            kind: Kind::Counter,
-            value: v,
-        });
+        let l = [base[0], base[1], ("token_type", token_type), ("key", key)];
+        f("sluice_tokens_total", &l[..3 + k], Kind::Counter, v);
         if token_type != "cached_input" {
-            out.push(Update {
-                name: name("gen_ai_client_token_usage", &labels),
-                kind: Kind::Histogram,
-                value: v,
-            });
+            f("gen_ai_client_token_usage", &l[..3], Kind::Histogram, v);
         }
     }
+}
+
+/// The metric updates for one finished request, with full names.
+pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
+    let mut out = Vec::with_capacity(8);
+    each(r, per_key, |base, labels, kind, value| {
+        out.push(Update {
+            name: name(base, labels),
+            kind,
+            value,
+        })
+    });
     out
+}
+
+/// Per-VM memo of host metric ids by metric and label values: a metric's
+/// name is built (labels cleaned and joined) and defined with the host once,
+/// after which a request's updates cost a hash and a compare each — no
+/// allocation (the per-request hot path).
+#[derive(Debug)]
+pub struct MetricIds<T> {
+    map: std::collections::HashMap<u64, Vec<(Box<[u8]>, T)>>,
+    scratch: Vec<u8>,
+}
+
+impl<T> Default for MetricIds<T> {
+    fn default() -> Self {
+        MetricIds {
+            map: Default::default(),
+            scratch: Vec::with_capacity(128),
+        }
+    }
+}
+
+/// FNV-1a: short keys, no allocation, deterministic.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Distinct metrics a VM keeps ids for (bounded by the configuration's
+/// models × providers × small label sets; this is a safety cap).
+const MAX_METRIC_IDS: usize = 65_536;
+
+impl<T: Copy> MetricIds<T> {
+    /// Calls `record(id, kind, value)` for each update of a finished
+    /// request; `define(name, kind)` is asked for an id the first time a
+    /// name is seen (`None`: skipped).
+    pub fn emit(
+        &mut self,
+        r: &UsageRecord,
+        per_key: bool,
+        mut define: impl FnMut(&str, Kind) -> Option<T>,
+        mut record: impl FnMut(T, Kind, u64),
+    ) {
+        let MetricIds { map, scratch } = self;
+        let mut size = map.values().map(Vec::len).sum::<usize>();
+        each(r, per_key, |base, labels, kind, value| {
+            scratch.clear();
+            scratch.extend_from_slice(base.as_bytes());
+            for (k, v) in labels {
+                scratch.push(0);
+                scratch.extend_from_slice(k.as_bytes());
+                scratch.push(1);
+                scratch.extend_from_slice(v.as_bytes());
+            }
+            let h = fnv(scratch);
+            let bucket = map.entry(h).or_default();
+            if let Some((_, id)) = bucket.iter().find(|(k, _)| **k == **scratch) {
+                record(*id, kind, value);
+                return;
+            }
+            if size >= MAX_METRIC_IDS {
+                return;
+            }
+            if let Some(id) = define(&name(base, labels), kind) {
+                bucket.push((scratch.as_slice().into(), id));
+                size += 1;
+                record(id, kind, value);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +315,41 @@ mod tests {
         assert!(!u[0].name.contains("key="));
         let u = updates(&r, true);
         assert!(u[0].name.ends_with(";key=k1") && u[1].name.ends_with(";key=k1"));
+    }
+
+    #[test]
+    fn ids_are_defined_once_and_match_the_full_names() {
+        let mut r = UsageRecord {
+            provider: Some("mock".into()),
+            model: Some("m;x".into()),
+            key_id: Some("k1".into()),
+            client_dialect: "openai",
+            status: 200,
+            latency_ms: 7,
+            ..Default::default()
+        };
+        r.tokens.prompt_tokens = 3;
+        r.tokens.completion_tokens = 2;
+        for per_key in [false, true] {
+            let mut ids = MetricIds::default();
+            let mut defined: Vec<String> = Vec::new();
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                ids.emit(
+                    &r,
+                    per_key,
+                    |n, _| {
+                        defined.push(n.to_string());
+                        Some(defined.len() - 1)
+                    },
+                    |id, _, v| seen.push((id, v)),
+                );
+            }
+            let want: Vec<String> = updates(&r, per_key).into_iter().map(|u| u.name).collect();
+            assert_eq!(defined, want, "each name defined once, in order");
+            assert_eq!(seen.len(), 3 * want.len());
+            assert!(defined[0].contains("model=m_x"));
+            assert_eq!(defined[0].contains("key=k1"), per_key);
+        }
     }
 }

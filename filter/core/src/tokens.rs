@@ -4,12 +4,24 @@
 //! an estimate; provider-reported usage settles it). A VM that never needs
 //! a count never loads a tokenizer (measured cost: docs/guardrails.md).
 
+//!
+//! Built without the `tokenizer` feature (the "lite" module: no encodings
+//! embedded, ~6 MB less linear memory per VM), counts are bytes ÷ 4 and a
+//! configuration that needs exact counts (`guardrails.max_input_tokens`) is
+//! refused (docs/benchmarks.md).
+
+#[cfg(feature = "tokenizer")]
 use std::cell::OnceCell;
 
+#[cfg(feature = "tokenizer")]
 use tiktoken_rs::CoreBPE;
 
 use crate::canonical::{Part, Request};
 
+/// Whether this build can count tokens exactly.
+pub const EXACT: bool = cfg!(feature = "tokenizer");
+
+#[cfg(feature = "tokenizer")]
 thread_local! {
     static O200K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };
     static CL100K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };
@@ -31,8 +43,15 @@ fn uses_o200k(model: &str) -> bool {
     .any(|p| m.starts_with(p))
 }
 
+/// Bytes ÷ 4: this build has no tokenizer.
+#[cfg(not(feature = "tokenizer"))]
+pub fn count(_model: &str, text: &str) -> u64 {
+    text.len() as u64 / 4
+}
+
 /// Tokens in `text` for `model`'s encoding; bytes ÷ 4 if the tokenizer
 /// could not be built.
+#[cfg(feature = "tokenizer")]
 pub fn count(model: &str, text: &str) -> u64 {
     let with = |bpe: &Option<CoreBPE>| match bpe {
         Some(b) => b.encode_ordinary(text).len() as u64,
@@ -81,7 +100,7 @@ pub fn count_request(model: &str, r: &Request) -> u64 {
     count(model, &text) + 4 * r.messages.len() as u64
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tokenizer"))]
 mod tests {
     use super::*;
 

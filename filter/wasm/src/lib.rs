@@ -44,18 +44,35 @@ struct Root {
     context_id: u32,
 }
 
-// Metric ids by full name: `define_metric` once per name and VM.
+// Metric ids: `define_metric` once per name and VM; per request, the ids
+// are found by label values without building names (MetricIds).
 thread_local! {
     static METRICS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
+    static METRIC_IDS: RefCell<sluice_core::metrics::MetricIds<u32>> = RefCell::new(Default::default());
 }
 
 fn record_metrics(flow: &Flow, per_key: bool) {
     use proxy_wasm::hostcalls::{define_metric, increment_metric, record_metric};
     use proxy_wasm::types::MetricType;
-    use sluice_core::metrics::{guardrail_updates, updates, Kind};
-    let mut all = updates(flow.record(), per_key);
-    all.extend(guardrail_updates(flow.guardrail_hits()));
-    for u in all {
+    use sluice_core::metrics::{guardrail_updates, Kind};
+    let ty = |k: Kind| match k {
+        Kind::Counter => MetricType::Counter,
+        Kind::Histogram => MetricType::Histogram,
+    };
+    METRIC_IDS.with(|ids| {
+        ids.borrow_mut().emit(
+            flow.record(),
+            per_key,
+            |name, kind| define_metric(ty(kind), name).ok(),
+            |id, kind, value| {
+                let _ = match kind {
+                    Kind::Counter => increment_metric(id, value as i64),
+                    Kind::Histogram => record_metric(id, value),
+                };
+            },
+        )
+    });
+    for u in guardrail_updates(flow.guardrail_hits()) {
         let id = METRICS.with(|m| {
             let mut m = m.borrow_mut();
             if let Some(id) = m.get(&u.name) {
@@ -139,6 +156,7 @@ impl RootContext for Root {
             instance: VM_INSTANCE
                 .with(|v| v.borrow().clone())
                 .unwrap_or_else(|| Rc::from("")),
+            present: Vec::new(),
         }))
     }
 
@@ -151,6 +169,8 @@ struct Http {
     gateway: Option<Rc<Gateway>>,
     flow: Flow,
     instance: Rc<str>,
+    /// Request header names present when the headers arrived.
+    present: Vec<String>,
 }
 
 fn now_ms(ctx: &dyn Context) -> u64 {
@@ -177,26 +197,30 @@ impl HttpContext for Http {
             self.send_http_response(503, vec![], Some(b"sluice: not configured"));
             return Action::Pause;
         };
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let authorization = self.get_http_request_header("authorization");
-        let x_api_key = self.get_http_request_header("x-api-key");
-        let x_goog_api_key = self.get_http_request_header("x-goog-api-key");
-        let anthropic_version = self.get_http_request_header("anthropic-version");
-        let content_length = self.get_http_request_header("content-length");
-        let request_id = self.get_http_request_header("x-request-id");
+        // One hostcall for the whole map rather than one per header (each
+        // crossing allocates inside the VM); names are lower-case.
+        let headers = self.get_http_request_headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let head = RequestHead {
-            method: &method,
-            path: &path,
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
-            x_goog_api_key: x_goog_api_key.as_deref(),
-            anthropic_version: anthropic_version.as_deref(),
-            content_length: content_length.as_deref(),
-            request_id: request_id.as_deref(),
+            method: get(":method").unwrap_or_default(),
+            path: get(":path").unwrap_or_default(),
+            authorization: get("authorization"),
+            x_api_key: get("x-api-key"),
+            x_goog_api_key: get("x-goog-api-key"),
+            anthropic_version: get("anthropic-version"),
+            content_length: get("content-length"),
+            request_id: get("x-request-id"),
             end_of_stream,
         };
-        match self.flow.on_request_headers(&gw, &head) {
+        let step = self.flow.on_request_headers(&gw, &head);
+        // Which headers exist, so the body phase removes only those.
+        self.present = headers.into_iter().map(|(k, _)| k).collect();
+        match step {
             HeadersStep::Reply(r) => self.reply(r),
             // Needs `allow_on_headers_stop_iteration: true` in the plugin
             // config: headers stay held (and editable) while the body arrives.
@@ -221,7 +245,9 @@ impl HttpContext for Http {
             BodyStep::Reply(r) => self.reply(r),
             BodyStep::Forward(f) => {
                 for name in f.remove {
-                    self.set_http_request_header(name, None);
+                    if self.present.iter().any(|p| p == name) {
+                        self.set_http_request_header(name, None);
+                    }
                 }
                 for (name, value) in &f.set {
                     self.set_http_request_header(name, Some(value));

@@ -104,6 +104,15 @@ pub struct Hit {
 impl Policy {
     /// Compiles the rules once per configuration (never per request).
     pub fn new(g: &Guardrails, env: impl Fn(&str) -> Option<String>) -> Result<Policy, String> {
+        if g.max_input_tokens.is_some() && !crate::tokens::EXACT {
+            // An estimate would let prompts past the cap or refuse ones
+            // under it: refuse the configuration instead (Envoy NACKs it).
+            return Err(
+                "max_input_tokens needs exact token counts: this is the lite \
+                        module, built without the tokenizer; deploy the full module"
+                    .into(),
+            );
+        }
         let mut rules = Vec::with_capacity(g.rules.len());
         for r in &g.rules {
             rules.push(Rule {
@@ -563,5 +572,13 @@ mod tests {
             .apply_json(REQ, "m", "k", body.to_string().as_bytes(), &mut vec![])
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn token_caps_need_the_tokenizer() {
+        let g: Guardrails =
+            serde_json::from_value(serde_json::json!({"max_input_tokens": 10})).unwrap();
+        let r = Policy::new(&g, |_| None);
+        assert_eq!(r.is_ok(), crate::tokens::EXACT, "{:?}", r.err());
     }
 }

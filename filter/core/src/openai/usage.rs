@@ -90,6 +90,13 @@ pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
     }
 }
 
+/// Usage from a raw `usage` object.
+pub fn from_usage_object(raw: &[u8]) -> Option<TokenUsage> {
+    serde_json::from_slice::<Usage>(raw)
+        .ok()
+        .map(Usage::into_tokens)
+}
+
 /// Usage of a whole non-stream response body.
 pub fn from_response(body: &[u8]) -> Option<TokenUsage> {
     serde_json::from_slice::<Probe>(body)

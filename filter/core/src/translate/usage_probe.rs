@@ -93,6 +93,27 @@ impl StreamMeter {
 
 /// Usage of a whole passthrough response body.
 pub fn body_usage(d: Dialect, body: &[u8]) -> Option<TokenUsage> {
+    // Only the usage member is parsed (found by a byte scan); the full
+    // typed parse is the fallback for whatever the scan cannot place.
+    let key: &[u8] = if d == Dialect::Gemini {
+        b"usageMetadata"
+    } else {
+        b"usage"
+    };
+    if let Some(raw) = crate::json_splice::top_level_member(body, key) {
+        let fast = match d {
+            Dialect::OpenAi => openai::usage::from_usage_object(raw),
+            Dialect::Anthropic => serde_json::from_slice(raw)
+                .ok()
+                .map(|u| anthropic::response::usage_from(&u)),
+            Dialect::Gemini => serde_json::from_slice(raw)
+                .ok()
+                .map(|u| gemini::response::usage_from(&u)),
+        };
+        if fast.is_some() {
+            return fast;
+        }
+    }
     match d {
         Dialect::OpenAi => openai::usage::from_response(body),
         Dialect::Anthropic => serde_json::from_slice::<AnthropicProbe>(body)

@@ -1,0 +1,82 @@
+//! A whole passthrough request through the `Flow` (plus the metric updates
+//! the glue derives from it), N times: run under `valgrind --tool=callgrind`
+//! to see where the filter's own instructions go (docs/benchmarks.md).
+//!
+//!     cargo build --release --example profile_flow -p sluice-core
+//!     valgrind --tool=callgrind target/release/examples/profile_flow 2000 [translate]
+
+use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
+use sluice_core::gateway::Gateway;
+
+const OPENAI_RESPONSE: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the Sluice mock provider. This"},"finish_reason":"stop"}],"usage":{"prompt_tokens":480,"completion_tokens":8,"total_tokens":488}}"#;
+const ANTHROPIC_RESPONSE: &[u8] = br#"{"id":"msg_1","type":"message","role":"assistant","model":"up","content":[{"type":"text","text":"Hello from the Sluice mock provider. This"}],"stop_reason":"end_turn","usage":{"input_tokens":480,"output_tokens":8}}"#;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let translate = args.next().as_deref() == Some("translate");
+    let cfg = serde_json::from_value(serde_json::json!({
+        "keys": [{"id": "k", "sha256": sluice_config::hash_key("sk-bench")}],
+        "providers": [
+            {"name": "oa", "kind": "openai", "cluster": "c", "host": "h", "auth": {"type": "none"}},
+            {"name": "an", "kind": "anthropic", "cluster": "c", "host": "h", "auth": {"type": "none"}}
+        ],
+        "models": [
+            {"name": "gpt", "targets": [{"provider": "oa", "model": "up"}]},
+            {"name": "claude", "targets": [{"provider": "an", "model": "up"}]}
+        ]
+    }))
+    .expect("config");
+    let gw = Gateway::new(cfg, |_| None).expect("gateway");
+    let text = "Summarise the following paragraph about gateways and meshes. ".repeat(32);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "model": if translate { "claude" } else { "gpt" }, "temperature": 0.2,
+        "messages": [{"role": "user", "content": &text[..1900]}]
+    }))
+    .expect("body");
+    let response = if translate {
+        ANTHROPIC_RESPONSE
+    } else {
+        OPENAI_RESPONSE
+    };
+    let store = sluice_core::budget::MemoryStore::default();
+    let mut total = 0usize;
+    let mut ids = sluice_core::metrics::MetricIds::<u32>::default();
+    let mut next = 0u32;
+    for _ in 0..n {
+        let mut f = Flow::new(0);
+        let head = RequestHead {
+            method: "POST",
+            path: "/v1/chat/completions",
+            authorization: Some("Bearer sk-bench"),
+            request_id: Some("0b5c2f3e-1a2b-4c5d-8e9f-0a1b2c3d4e5f"),
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.on_request_headers(&gw, &head),
+            HeadersStep::ReadBody
+        ));
+        if let BodyStep::Forward(fw) =
+            f.on_request_body(&gw, &store, body.len(), true, || Some(body.clone()))
+        {
+            total += fw.body.len();
+        }
+        f.on_response_headers(&gw, 200, Some("application/json"));
+        if let ResponseBodyStep::ReplaceWithStatus(_, b) | ResponseBodyStep::Replace(b) =
+            f.on_response_body(&gw, response.len(), true, 1, || Some(response.to_vec()))
+        {
+            total += b.len();
+        }
+        total += f.finish(2, &store).len();
+        ids.emit(
+            f.record(),
+            false,
+            |_, _| {
+                next += 1;
+                Some(next)
+            },
+            |id, _, v| total += id as usize + v as usize,
+        );
+    }
+    println!("{total}");
+}
