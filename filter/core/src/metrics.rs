@@ -190,9 +190,12 @@ pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
 /// name is built (labels cleaned and joined) and defined with the host once,
 /// after which a request's updates cost a hash and a compare each — no
 /// allocation (the per-request hot path).
+/// Metrics whose key hashes alike: (label-value key, id).
+type Bucket<T> = Vec<(Box<[u8]>, T)>;
+
 #[derive(Debug)]
 pub struct MetricIds<T> {
-    map: std::collections::HashMap<u64, Vec<(Box<[u8]>, T)>>,
+    map: std::collections::HashMap<u64, Bucket<T>>,
     scratch: Vec<u8>,
 }
 

@@ -27,6 +27,7 @@ thread_local! {
     static CL100K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };
 }
 
+#[cfg(feature = "tokenizer")]
 fn uses_o200k(model: &str) -> bool {
     let m = model.rsplit('/').next().unwrap_or(model);
     [
