@@ -40,6 +40,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sluice-filter --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p sluice-core --no-default-features --all-targets -- -D warnings
 
 unit:
 	$(CARGO) test --workspace

@@ -99,9 +99,78 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+NOOP = ROOT / "target/wasm32-wasip1/wasm/sluice_bench_noop.wasm"
+LITE = ROOT / "target/wasm32-wasip1/wasm/sluice_filter_lite.wasm"
+
+
+def guard_config() -> dict:
+    """10 custom regexes and the PII/secret detectors, masking, on requests
+    and responses (the ">= 60% with guardrails" target)."""
+    cfg = bench_config()
+    rules = [{"name": f"custom-{i}", "detector": {"regex": rx}, "action": "mask"}
+             for i, rx in enumerate([
+                 r"\bproject-[a-z]{6}\b", r"\bACME-\d{6}\b", r"(?i)confidential",
+                 r"\binternal-only\b", r"\bTICKET-\d+\b", r"(?i)password\s*=\s*\S+",
+                 r"\b\d{3}-\d{3}-\d{3}\b", r"(?i)do not distribute", r"\bEMP\d{5}\b",
+                 r"\bhost-[0-9a-f]{8}\b"])]
+    rules += [{"name": d, "detector": d, "action": "mask"}
+              for d in ("email", "phone", "us_ssn", "payment_card", "iban", "ip_address",
+                        "secret")]
+    cfg["guardrails"] = {"rules": rules}
+    return cfg
+
+
+def token_config() -> dict:
+    """Token counting on: an input-token cap makes every request counted."""
+    cfg = bench_config()
+    cfg["guardrails"] = {"max_input_tokens": 100000}
+    return cfg
+
+
+def start_sluice(work: Path, name: str, config: dict | None, mock_port: int, *,
+                 wasm: Path = launch.WASM, concurrency: int = 1, plain_wasm: Path | None = None):
+    """(envoy, url, seconds to ready)."""
+    port, admin = launch.free_port(), launch.free_port()
+    if config is None:
+        boot = launch.render_plain(listen_port=port, admin_port=admin, mock_port=mock_port,
+                                   access_log=work / f"{name}-access.log", wasm=plain_wasm)
+    else:
+        boot = launch.render_bootstrap(config=config, listen_port=port, admin_port=admin,
+                                       mock_port=mock_port, access_log=work / f"{name}-access.log",
+                                       real_clusters=False, wasm=wasm)
+    t0 = time.monotonic()
+    e = launch.Envoy(work, boot, admin_port=admin, name=name, concurrency=concurrency,
+                     env={"SLUICE_MOCK_API_KEY": launch.MOCK_PROVIDER_SECRET})
+    return e, f"http://127.0.0.1:{port}", time.monotonic() - t0
+
+
+def post(url: str, path: str, body: str, chunks: int = 8, stream: bool = False) -> tuple:
+    """(seconds to the first body byte, seconds to the end, status)."""
+    import http.client
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    t0 = time.perf_counter()
+    c.request("POST", path, body=body, headers={
+        "content-type": "application/json", "authorization": f"Bearer {KEY}",
+        "x-mock-chunks": str(chunks)})
+    r = c.getresponse()
+    r.read1(1) if stream else r.read(1)
+    first = time.perf_counter() - t0
+    r.read()
+    end = time.perf_counter() - t0
+    c.close()
+    return first, end, r.status
+
+
+def median(v: list) -> float:
+    v = sorted(v)
+    return v[len(v) // 2] if v else float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--duration", type=int, default=4)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--stream-events", type=int, default=50)
     args = ap.parse_args()
@@ -110,58 +179,115 @@ def main() -> int:
     mock = launch.Mock(work, require_key=None, log_requests=False, workers=1)
     envs = []
     try:
-        plain_port, plain_admin = launch.free_port(), launch.free_port()
-        plain = launch.Envoy(work, launch.render_plain(
-            listen_port=plain_port, admin_port=plain_admin, mock_port=mock.port,
-            access_log=work / "plain-access.log"), admin_port=plain_admin, name="plain")
-        envs.append(plain)
-        s_port, s_admin = launch.free_port(), launch.free_port()
-        sluice = launch.Envoy(work, launch.render_bootstrap(
-            config=bench_config(), listen_port=s_port, admin_port=s_admin, mock_port=mock.port,
-            access_log=work / "sluice-access.log", real_clusters=False),
-            admin_port=s_admin, name="sluice",
-            env={"SLUICE_MOCK_API_KEY": launch.MOCK_PROVIDER_SECRET})
-        envs.append(sluice)
-        plain_url = f"http://127.0.0.1:{plain_port}"
-        s_url = f"http://127.0.0.1:{s_port}"
+        plain, plain_url, plain_ready = start_sluice(work, "plain", None, mock.port)
+        noop, noop_url, noop_ready = start_sluice(work, "noop", None, mock.port, plain_wasm=NOOP)
+        sluice, s_url, s_ready = start_sluice(work, "sluice", bench_config(), mock.port)
+        guard, g_url, _ = start_sluice(work, "guard", guard_config(), mock.port)
+        tokens, t_url, _ = start_sluice(work, "tokens", token_config(), mock.port)
+        envs += [plain, noop, sluice, guard, tokens]
         chat, msgs = "/v1/chat/completions", "/v1/messages"
         rows = []
+        ttfb = {}
         for stream, chunks in ((False, 8), (True, args.stream_events)):
             case = f"stream ({chunks} events)" if stream else "non-stream"
-            # (gateway, url, pid, path, body): plain Envoy first, the ceiling.
             runs = [
-                ("plain Envoy", plain_url, plain.proc.pid, chat, request_body(stream)),
-                ("Sluice passthrough openai→openai", s_url, sluice.proc.pid, chat,
-                 request_body(stream)),
-                ("Sluice openai→anthropic", s_url, sluice.proc.pid, chat,
+                ("plain Envoy", plain_url, plain, chat, request_body(stream)),
+                ("no-op wasm filter", noop_url, noop, chat, request_body(stream)),
+                ("Sluice passthrough openai→openai", s_url, sluice, chat, request_body(stream)),
+                ("Sluice openai→anthropic", s_url, sluice, chat,
                  request_body(stream, "bench-claude")),
-                ("Sluice anthropic→openai", s_url, sluice.proc.pid, msgs,
+                ("Sluice anthropic→openai", s_url, sluice, msgs,
                  request_body(stream, "bench-gpt", "anthropic")),
+                ("Sluice passthrough + guardrails (10 regex + 7 detectors)", g_url, guard, chat,
+                 request_body(stream)),
+                ("Sluice passthrough + token counting", t_url, tokens, chat,
+                 request_body(stream)),
             ]
-            base = None
-            for name, url, pid, path, body in runs:
+            # Each case runs right after its own plain-Envoy run and is
+            # compared with that one: this shared machine drifts by tens of
+            # percent over minutes, so a single plain run is no ceiling.
+            for name, url, env, path, body in runs:
+                base = None
+                if env is not plain:
+                    base = run_wrk(plain_url, path, request_body(stream), chunks,
+                                   args.duration, args.connections, work, plain.proc.pid)
                 run_wrk(url, path, body, chunks, 2, args.connections, work)  # warm-up
-                r = run_wrk(url, path, body, chunks, args.duration, args.connections, work, pid)
-                if base is None:
-                    base = r
-                rows.append((case, name, r, base))
-        rss = {"plain Envoy": rss_mb(plain.proc.pid), "Sluice": rss_mb(sluice.proc.pid)}
-        wasm_kb = launch.WASM.stat().st_size / 1024
+                r = run_wrk(url, path, body, chunks, args.duration, args.connections, work,
+                            env.proc.pid)
+                rows.append((case, name, r, base or r))
+                if stream:
+                    firsts = [post(url, path, body, chunks, stream=True)[0] for _ in range(200)]
+                    ttfb[name] = 1000 * median(firsts)
+        # Cold start: ready time, then the first request on the one worker.
+        cold = []
+        for name, config, wasm in (("plain Envoy", None, None),
+                                   ("Sluice (full module)", bench_config(), launch.WASM),
+                                   ("Sluice (lite module)", bench_config(), LITE)):
+            e, url, ready = start_sluice(work, f"cold-{len(cold)}", config, mock.port, wasm=wasm)
+            first = post(url, chat, request_body(False))[1]
+            second = median([post(url, chat, request_body(False))[1] for _ in range(20)])
+            cold.append((name, ready, first, second,
+                         wasm.stat().st_size / 1024 if wasm else 0))
+            e.stop()
+        # Memory per worker VM: RSS slope from --concurrency 1 to 3, after
+        # warm-up, minus plain Envoy's slope (its own per-worker cost).
+        def slope(config, wasm) -> tuple[float, float]:
+            rss = []
+            for c in (1, 3):
+                e, url, _ = start_sluice(work, f"mem-{c}-{len(envs)}", config, mock.port,
+                                         wasm=wasm, concurrency=c)
+                envs.append(e)
+                for _ in range(300):  # spread over the workers
+                    post(url, chat, request_body(False))
+                time.sleep(0.5)
+                rss.append(rss_mb(e.proc.pid))
+                e.stop()
+            return (rss[1] - rss[0]) / 2, rss[0]
+        plain_slope, plain_rss = slope(None, None)
+        mem = [("Sluice (full module, tokenizer not used)", *slope(bench_config(), launch.WASM)),
+               ("Sluice (full module, tokenizer used)", *slope(token_config(), launch.WASM)),
+               ("Sluice (lite module, no tokenizer)", *slope(bench_config(), LITE))]
+
         print()
         print(f"wrk -t1 -c{args.connections} -d{args.duration}s, Envoy --concurrency 1, "
               f"~2 KB request, mock provider with no delay; {os.cpu_count()} cores; "
-              f"filter {wasm_kb:.0f} KB")
+              f"filter {launch.WASM.stat().st_size / 1024:.0f} KB (lite "
+              f"{LITE.stat().st_size / 1024:.0f} KB)")
         print()
-        print("| case | gateway | req/s | vs plain | p50 ms | p99 ms | added p50 ms | "
-              "added p99 ms | Envoy CPU µs/req | non-2xx |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| case | gateway | req/s | plain req/s (run just before) | vs plain | p50 ms | "
+              "p99 ms | added p50 ms | added p99 ms | Envoy CPU µs/req | plain CPU µs/req | "
+              "non-2xx |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for case, name, r, base in rows:
-            print(f"| {case} | {name} | {r['rps']:.0f} | {100 * r['rps'] / base['rps']:.0f}% | "
+            print(f"| {case} | {name} | {r['rps']:.0f} | {base['rps']:.0f} | "
+                  f"{100 * r['rps'] / base['rps']:.0f}% | "
                   f"{r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - base['p50']:+.2f} | "
-                  f"{r['p99'] - base['p99']:+.2f} | {r['cpu_us']:.0f} | {r['errors']} |")
+                  f"{r['p99'] - base['p99']:+.2f} | {r['cpu_us']:.0f} | {base['cpu_us']:.0f} | "
+                  f"{r['errors']} |")
         print()
-        for name, mb in rss.items():
-            print(f"Envoy RSS after the run ({name}): {mb:.1f} MB")
+        print("Streams, time to first byte (200 sequential requests, median):")
+        print()
+        print("| gateway | TTFB ms | added vs plain ms |")
+        print("|---|---:|---:|")
+        for name, ms in ttfb.items():
+            print(f"| {name} | {ms:.2f} | {ms - ttfb['plain Envoy']:+.2f} |")
+        print()
+        print("Cold start:")
+        print()
+        print("| gateway | ready s | first request ms | next requests ms (median) | module KB |")
+        print("|---|---:|---:|---:|---:|")
+        for name, ready, first, second, kb in cold:
+            print(f"| {name} | {ready:.2f} | {1000 * first:.1f} | {1000 * second:.2f} | "
+                  f"{kb:.0f} |")
+        print()
+        print(f"Memory per worker VM (Envoy RSS slope from --concurrency 1 to 3, minus plain "
+              f"Envoy's {plain_slope:.1f} MB per worker; plain Envoy at --concurrency 1: "
+              f"{plain_rss:.1f} MB):")
+        print()
+        print("| module | MB per worker VM | Envoy RSS at --concurrency 1 |")
+        print("|---|---:|---:|")
+        for name, per_vm, rss1 in mem:
+            print(f"| {name} | {per_vm - plain_slope:.1f} | {rss1:.1f} MB |")
         bad = [r for _, _, r, _ in rows if r["errors"]]
         return 1 if bad else 0
     finally:

@@ -121,6 +121,11 @@ pub fn compile(d: &Detector) -> Result<Compiled, String> {
 }
 
 impl Compiled {
+    /// The candidate pattern (for a combined pre-filter).
+    pub fn pattern(&self) -> &str {
+        self.regex.as_str()
+    }
+
     /// Byte ranges of verified matches.
     pub fn find(&self, text: &str, out: &mut Vec<std::ops::Range<usize>>) {
         for m in self.regex.find_iter(text) {

@@ -65,6 +65,15 @@ impl Rule {
 
 pub struct Policy {
     rules: Vec<Rule>,
+    /// All rules' patterns in one automaton: one pass over a text says
+    /// which rules can match it, and only those are run for their spans
+    /// (the common case, nothing found, costs one scan instead of one per
+    /// rule). `None` if the combined automaton would be too large.
+    prefilter: Option<regex::RegexSet>,
+    /// No pattern is anchored (`^`, `$`, `\A`, `\z`): a match inside any
+    /// string of a body is then a match inside the whole (unescaped) body,
+    /// so one scan of the body can clear it without parsing it.
+    whole_body_scan: bool,
     salt: String,
     allow_models: Vec<String>,
     deny_models: Vec<String>,
@@ -125,6 +134,14 @@ impl Policy {
                 keys: r.keys.clone(),
             });
         }
+        let prefilter = regex::RegexSetBuilder::new(rules.iter().map(|r| r.detector.pattern()))
+            .size_limit(8 << 20)
+            .build()
+            .ok();
+        let whole_body_scan = rules.iter().all(|r| {
+            let p = r.detector.pattern();
+            !p.contains(['^', '$']) && !p.contains("\\A") && !p.contains("\\z")
+        });
         let salt = g
             .hash_salt_env
             .as_deref()
@@ -132,6 +149,8 @@ impl Policy {
             .unwrap_or_else(|| "sluice-default-salt".to_string());
         Ok(Policy {
             rules,
+            prefilter,
+            whole_body_scan,
             salt,
             allow_models: g.allow_models.clone(),
             deny_models: g.deny_models.clone(),
@@ -210,8 +229,15 @@ impl Policy {
         text: &str,
     ) -> Vec<(std::ops::Range<usize>, &Rule)> {
         let mut found: Vec<(std::ops::Range<usize>, &Rule)> = Vec::new();
+        let candidates = self.prefilter.as_ref().map(|set| set.matches(text));
+        if candidates.as_ref().is_some_and(|c| !c.matched_any()) {
+            return found;
+        }
         let mut ranges = Vec::new();
-        for r in self.rules.iter().filter(|r| r.applies(dir, model, key)) {
+        for (i, r) in self.rules.iter().enumerate() {
+            if candidates.as_ref().is_some_and(|c| !c.matched(i)) || !r.applies(dir, model, key) {
+                continue;
+            }
             ranges.clear();
             r.detector.find(text, &mut ranges);
             found.extend(ranges.drain(..).map(|range| (range, r)));
@@ -297,6 +323,9 @@ impl Policy {
         body: &[u8],
         hits: &mut Vec<Hit>,
     ) -> Result<Option<Vec<u8>>, Blocked> {
+        if self.clears_whole(body) {
+            return Ok(None);
+        }
         let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
             return Ok(None); // not JSON: the dialect decoder reports it
         };
@@ -307,6 +336,20 @@ impl Policy {
         } else {
             None
         })
+    }
+
+    /// True when no rule can match any string of this JSON body: one scan
+    /// of the body with JSON escapes decoded (every string's text is then a
+    /// substring of it), instead of a parse and a scan per string. A match
+    /// anywhere (even outside strings) just means the full path runs.
+    fn clears_whole(&self, body: &[u8]) -> bool {
+        let (Some(set), true) = (&self.prefilter, self.whole_body_scan) else {
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(body) else {
+            return false;
+        };
+        !set.is_match(&unescape_json(text))
     }
 
     fn walk(
@@ -336,6 +379,75 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// `text` with JSON string escapes decoded (`\n`, `\"`, `\u00e9`, surrogate
+/// pairs); borrowed when there are none. Invalid escapes are kept as is.
+fn unescape_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\\') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    let hex4 = |s: &str| s.get(..4).and_then(|h| u32::from_str_radix(h, 16).ok());
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(&(_, e)) = chars.peek() else {
+            out.push(c);
+            break;
+        };
+        let decoded = match e {
+            'n' => Some('\n'),
+            't' => Some('\t'),
+            'r' => Some('\r'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            '"' | '\\' | '/' => Some(e),
+            'u' => {
+                let rest = &text[i + 2..];
+                match hex4(rest) {
+                    Some(hi @ 0xD800..=0xDBFF) => {
+                        let lo = rest
+                            .get(4..6)
+                            .filter(|s| *s == "\\u")
+                            .and_then(|_| hex4(&rest[6..]));
+                        match lo {
+                            Some(lo @ 0xDC00..=0xDFFF) => {
+                                // u, 4 hex digits, \, u, 4 hex digits
+                                for _ in 0..11 {
+                                    chars.next();
+                                }
+                                out.extend(char::from_u32(
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00),
+                                ));
+                                continue;
+                            }
+                            _ => None,
+                        }
+                    }
+                    Some(cp) => {
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                        char::from_u32(cp)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        match decoded {
+            Some(d) => {
+                chars.next();
+                out.push(d);
+            }
+            None => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Characters of streamed text held back so that a match split across
@@ -580,5 +692,47 @@ mod tests {
             serde_json::from_value(serde_json::json!({"max_input_tokens": 10})).unwrap();
         let r = Policy::new(&g, |_| None);
         assert_eq!(r.is_ok(), crate::tokens::EXACT, "{:?}", r.err());
+    }
+
+    #[test]
+    fn unescaping_for_the_whole_body_scan() {
+        assert_eq!(unescape_json(r#"a\"b\\c\n"#), "a\"b\\c\n");
+        assert_eq!(unescape_json(r"bob\u0040ex.com"), "bob@ex.com");
+        assert_eq!(unescape_json(r"\ud83d\ude00!"), "\u{1F600}!");
+        assert_eq!(
+            unescape_json(r"bad \uZZZZ \ud83d x \"),
+            r"bad \uZZZZ \ud83d x \"
+        );
+        assert!(matches!(
+            unescape_json("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn escapes_cannot_smuggle_a_match_past_the_fast_path() {
+        let p = policy(json!([{"name": "pii", "detector": "email", "action": "mask"}]));
+        assert!(p.whole_body_scan);
+        let body =
+            br#"{"model":"m","messages":[{"role":"user","content":"mail bob\u0040ex.com"}]}"#;
+        let mut hits = Vec::new();
+        let out = p
+            .apply_json(REQ, "m", "k", body, &mut hits)
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("[EMAIL]"));
+        // Nothing to find: cleared by one scan, body untouched.
+        let clean = br#"{"model":"m","messages":[{"role":"user","content":"hello\nthere"}]}"#;
+        assert!(p.clears_whole(clean));
+        assert_eq!(p.apply_json(REQ, "m", "k", clean, &mut hits).unwrap(), None);
+    }
+
+    #[test]
+    fn anchored_custom_patterns_scan_string_by_string() {
+        let p =
+            policy(json!([{"name": "lead", "detector": {"regex": "^secret"}, "action": "block"}]));
+        assert!(!p.whole_body_scan);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"secret plans"}]}"#;
+        assert!(p.apply_json(REQ, "m", "k", body, &mut Vec::new()).is_err());
     }
 }
