@@ -121,9 +121,10 @@ def guard_config() -> dict:
 
 
 def token_config() -> dict:
-    """Token counting on: an input-token cap makes every request counted."""
+    """Token counting on: a 1,000-token input cap under the ~2 KB body size
+    makes every request counted (a cap above the byte size needs no count)."""
     cfg = bench_config()
-    cfg["guardrails"] = {"max_input_tokens": 100000}
+    cfg["guardrails"] = {"max_input_tokens": 1000}
     return cfg
 
 

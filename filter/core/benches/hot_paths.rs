@@ -127,5 +127,87 @@ fn streams(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, flows, streams);
+/// ~1 KB of chat body with prose in it.
+fn body_1kb(with_pii: bool) -> Vec<u8> {
+    let mut text = "Please summarise the quarterly report for the team. ".repeat(18);
+    text.truncate(900);
+    if with_pii {
+        text.push_str(" Contact jane.doe@example.com or 4111 1111 1111 1111.");
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "model": "gpt", "messages": [{"role": "user", "content": text}]
+    }))
+    .unwrap()
+}
+
+fn guardrails(c: &mut Criterion) {
+    use sluice_config::{GuardDirection, Guardrails};
+    use sluice_core::guardrails::Policy;
+    // The bench's policy: 10 custom regexes and 7 detectors, masking.
+    let mut rules: Vec<serde_json::Value> = [
+        r"\bproject-[a-z]{6}\b", r"\bACME-\d{6}\b", r"(?i)confidential", r"\binternal-only\b",
+        r"\bTICKET-\d+\b", r"(?i)password\s*=\s*\S+", r"\b\d{3}-\d{3}-\d{3}\b",
+        r"(?i)do not distribute", r"\bEMP\d{5}\b", r"\bhost-[0-9a-f]{8}\b",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, rx)| serde_json::json!({"name": format!("c{i}"), "detector": {"regex": rx}, "action": "mask"}))
+    .collect();
+    for d in [
+        "email",
+        "phone",
+        "us_ssn",
+        "payment_card",
+        "iban",
+        "ip_address",
+        "secret",
+    ] {
+        rules.push(serde_json::json!({"name": d, "detector": d, "action": "mask"}));
+    }
+    let g: Guardrails = serde_json::from_value(serde_json::json!({"rules": rules})).unwrap();
+    let policy = Policy::new(&g, |_| None).unwrap();
+    let mut grp = c.benchmark_group("guardrails");
+    for (name, pii) in [
+        ("scan 1 KB body, nothing found", false),
+        ("scan 1 KB body, 2 PII masked", true),
+    ] {
+        let body = body_1kb(pii);
+        grp.throughput(Throughput::Bytes(body.len() as u64));
+        grp.bench_function(name, |b| {
+            b.iter(|| {
+                let mut hits = Vec::new();
+                policy
+                    .apply_json(
+                        GuardDirection::Request,
+                        "gpt",
+                        "k",
+                        black_box(&body),
+                        &mut hits,
+                    )
+                    .map(|o| o.map_or(0, |v| v.len()))
+                    .unwrap_or(0)
+            })
+        });
+    }
+    grp.finish();
+}
+
+fn tokens(c: &mut Criterion) {
+    let text =
+        "Please summarise the quarterly report for the team. ".repeat(20)[..1024].to_string();
+    let mut grp = c.benchmark_group("tokens");
+    grp.throughput(Throughput::Bytes(1024));
+    // First use builds the encoding (once per VM); measured warm here.
+    sluice_core::tokens::count("gpt-4o", "warm");
+    sluice_core::tokens::count("claude", "warm");
+    grp.bench_function("count 1 KB, o200k", |b| {
+        b.iter(|| sluice_core::tokens::count("gpt-4o", black_box(&text)))
+    });
+    grp.bench_function("count 1 KB, cl100k", |b| {
+        b.iter(|| sluice_core::tokens::count("claude", black_box(&text)))
+    });
+    grp.finish();
+}
+
+criterion_group!(benches, flows, streams, guardrails, tokens);
 criterion_main!(benches);

@@ -651,9 +651,10 @@ impl Flow {
             p.check_model(&model_name).map_err(refuse)?;
             if let Some(req) = &canonical {
                 max_tokens = max_tokens.or(req.max_tokens);
-                let counted = p
-                    .max_input_tokens
-                    .map(|_| crate::tokens::count_request(&target.upstream_model, req));
+                // Counted only when the request could exceed the cap.
+                let counted = p.max_input_tokens.and_then(|cap| {
+                    crate::tokens::count_request_over(&target.upstream_model, req, cap)
+                });
                 if let Some(n) = counted {
                     prompt_tokens = n;
                 }

@@ -69,6 +69,24 @@ pub fn count(model: &str, text: &str) -> u64 {
 /// calls and results, and tool definitions. Per-message framing tokens are
 /// approximated as 4 each, as OpenAI documents.
 pub fn count_request(model: &str, r: &Request) -> u64 {
+    let text = request_text(r);
+    count(model, &text) + 4 * r.messages.len() as u64
+}
+
+/// The request's token count only when it could exceed `cap`: a BPE token
+/// covers at least one byte, so text of `n` bytes is at most `n` tokens, and
+/// a request whose bytes (plus framing) fit under the cap needs no
+/// tokenizer at all (`None`). Exact either way.
+pub fn count_request_over(model: &str, r: &Request, cap: u64) -> Option<u64> {
+    let text = request_text(r);
+    let framing = 4 * r.messages.len() as u64;
+    if text.len() as u64 + framing <= cap {
+        return None;
+    }
+    Some(count(model, &text) + framing)
+}
+
+fn request_text(r: &Request) -> String {
     let mut text = String::new();
     for s in &r.system {
         text.push_str(s);
@@ -98,7 +116,7 @@ pub fn count_request(model: &str, r: &Request) -> u64 {
         text.push_str(t.description.as_deref().unwrap_or_default());
         text.push_str(&t.parameters.to_string());
     }
-    count(model, &text) + 4 * r.messages.len() as u64
+    text
 }
 
 #[cfg(all(test, feature = "tokenizer"))]
@@ -113,5 +131,25 @@ mod tests {
         // A recorded prompt: cl100k and o200k differ on non-English text.
         let t = "Summarise: Die Gateways laufen im Mesh.";
         assert!(count("gpt-4o", t) > 0 && count("claude", t) > 0);
+    }
+
+    #[test]
+    fn the_tokenizer_runs_only_when_the_cap_could_be_exceeded() {
+        let req = |text: &str| {
+            crate::openai::request::decode(
+                serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let short = req("hello world");
+        assert_eq!(count_request_over("gpt-4o", &short, 100), None);
+        let long = req(&"hello world ".repeat(20));
+        let exact = count_request("gpt-4o", &long);
+        // 240 bytes could be more than 100 tokens: counted, and it is less.
+        assert_eq!(count_request_over("gpt-4o", &long, 100), Some(exact));
+        assert!(exact < 100 && exact > 20);
+        assert_eq!(count_request_over("gpt-4o", &long, 30), Some(exact));
     }
 }
