@@ -370,21 +370,29 @@ pub fn upsert_price(c: &Connection, p: &Price) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// (year, month, day) of a day number since 1970-01-01 (UTC), by Howard
+/// Hinnant's civil-from-days.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Start of the current budget period (unix seconds, UTC).
 pub fn period_start(period: &str, now: i64) -> i64 {
     const DAY: i64 = 86_400;
     match period {
         "daily" => now - now.rem_euclid(DAY),
         "monthly" => {
-            // Civil-from-days (Howard Hinnant), to find the 1st of the month.
+            // The 1st of this month.
             let days = now.div_euclid(DAY);
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
+            let (_, _, d) = civil_from_days(days);
             (days - (d - 1)) * DAY
         }
         _ => 0,

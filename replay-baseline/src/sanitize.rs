@@ -95,14 +95,7 @@ impl Sanitizer {
         }
         // Earliest first, longest first; drop overlaps.
         found.sort_by(|a, b| a.0.start.cmp(&b.0.start).then(b.0.end.cmp(&a.0.end)));
-        let mut at = 0;
-        found.retain(|(r, _)| {
-            let keep = r.start >= at;
-            if keep {
-                at = r.end;
-            }
-            keep
-        });
+        sluice_core::guardrails::retain_non_overlapping(&mut found);
         found
     }
 

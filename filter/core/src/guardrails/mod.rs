@@ -243,14 +243,7 @@ impl Policy {
             found.extend(ranges.drain(..).map(|range| (range, r)));
         }
         found.sort_by_key(|(r, _)| r.start);
-        let mut at = 0;
-        found.retain(|(r, _)| {
-            let keep = r.start >= at;
-            if keep {
-                at = r.end;
-            }
-            keep
-        });
+        retain_non_overlapping(&mut found);
         found
     }
 
@@ -379,6 +372,19 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// Keeps the first of overlapping matches, given matches sorted by start
+/// (ties in the caller's order of preference).
+pub fn retain_non_overlapping<T>(found: &mut Vec<(std::ops::Range<usize>, T)>) {
+    let mut at = 0;
+    found.retain(|(r, _)| {
+        let keep = r.start >= at;
+        if keep {
+            at = r.end;
+        }
+        keep
+    });
 }
 
 /// `text` with JSON string escapes decoded (`\n`, `\"`, `\u00e9`, surrogate
