@@ -7,36 +7,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_core::canonical::Dialect;
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
 use sluice_core::gateway::Gateway;
+
+mod fixtures;
+use fixtures::{gateway, request_2kb, ANTHROPIC_RESPONSE, OPENAI_RESPONSE};
 use sluice_core::sse::SseParser;
 use sluice_core::translate::stream::{Decoder, Encoder, StreamTranslator};
-
-fn gateway() -> Gateway {
-    let cfg = serde_json::from_value(serde_json::json!({
-        "keys": [{"id": "k", "sha256": sluice_config::hash_key("sk-bench")}],
-        "providers": [
-            {"name": "oa", "kind": "openai", "cluster": "c", "host": "h", "auth": {"type": "none"}},
-            {"name": "an", "kind": "anthropic", "cluster": "c", "host": "h", "auth": {"type": "none"}}
-        ],
-        "models": [
-            {"name": "gpt", "targets": [{"provider": "oa", "model": "up"}]},
-            {"name": "claude", "targets": [{"provider": "an", "model": "up"}]}
-        ]
-    }))
-    .unwrap();
-    Gateway::new(cfg, |_| None).unwrap()
-}
-
-fn request_2kb(model: &str) -> Vec<u8> {
-    let text = "Summarise the following paragraph about gateways and meshes. ".repeat(32);
-    serde_json::to_vec(&serde_json::json!({
-        "model": model, "temperature": 0.2,
-        "messages": [{"role": "user", "content": &text[..1900]}]
-    }))
-    .unwrap()
-}
-
-const OPENAI_RESPONSE: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the Sluice mock provider. This"},"finish_reason":"stop"}],"usage":{"prompt_tokens":480,"completion_tokens":8,"total_tokens":488}}"#;
-const ANTHROPIC_RESPONSE: &[u8] = br#"{"id":"msg_1","type":"message","role":"assistant","model":"up","content":[{"type":"text","text":"Hello from the Sluice mock provider. This"}],"stop_reason":"end_turn","usage":{"input_tokens":480,"output_tokens":8}}"#;
 
 fn one_request(gw: &Gateway, body: &[u8], response: &[u8]) -> usize {
     let mut f = Flow::new(0);

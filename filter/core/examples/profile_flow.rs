@@ -6,38 +6,20 @@
 //!     valgrind --tool=callgrind target/release/examples/profile_flow 2000 [translate]
 
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
-use sluice_core::gateway::Gateway;
 
-const OPENAI_RESPONSE: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the Sluice mock provider. This"},"finish_reason":"stop"}],"usage":{"prompt_tokens":480,"completion_tokens":8,"total_tokens":488}}"#;
-const ANTHROPIC_RESPONSE: &[u8] = br#"{"id":"msg_1","type":"message","role":"assistant","model":"up","content":[{"type":"text","text":"Hello from the Sluice mock provider. This"}],"stop_reason":"end_turn","usage":{"input_tokens":480,"output_tokens":8}}"#;
+#[path = "../benches/fixtures/mod.rs"]
+mod fixtures;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let translate = args.next().as_deref() == Some("translate");
-    let cfg = serde_json::from_value(serde_json::json!({
-        "keys": [{"id": "k", "sha256": sluice_config::hash_key("sk-bench")}],
-        "providers": [
-            {"name": "oa", "kind": "openai", "cluster": "c", "host": "h", "auth": {"type": "none"}},
-            {"name": "an", "kind": "anthropic", "cluster": "c", "host": "h", "auth": {"type": "none"}}
-        ],
-        "models": [
-            {"name": "gpt", "targets": [{"provider": "oa", "model": "up"}]},
-            {"name": "claude", "targets": [{"provider": "an", "model": "up"}]}
-        ]
-    }))
-    .expect("config");
-    let gw = Gateway::new(cfg, |_| None).expect("gateway");
-    let text = "Summarise the following paragraph about gateways and meshes. ".repeat(32);
-    let body = serde_json::to_vec(&serde_json::json!({
-        "model": if translate { "claude" } else { "gpt" }, "temperature": 0.2,
-        "messages": [{"role": "user", "content": &text[..1900]}]
-    }))
-    .expect("body");
+    let gw = fixtures::gateway();
+    let body = fixtures::request_2kb(if translate { "claude" } else { "gpt" });
     let response = if translate {
-        ANTHROPIC_RESPONSE
+        fixtures::ANTHROPIC_RESPONSE
     } else {
-        OPENAI_RESPONSE
+        fixtures::OPENAI_RESPONSE
     };
     let store = sluice_core::budget::MemoryStore::default();
     let mut total = 0usize;

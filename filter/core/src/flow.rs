@@ -551,10 +551,20 @@ impl Flow {
         shared: &dyn SharedStore,
         body: &[u8],
     ) -> Result<Forward<'g>, GatewayError> {
+        // The `model` probe, parsed once: guardrail scoping needs the model
+        // before routing does, and routing reuses it unless a mask changed
+        // the body.
+        let mut probe = None;
         if let Some(policy) = &gw.guardrails {
             let model = match &self.endpoint {
                 Some(Endpoint::Gemini { model, .. }) => Some(model.clone()),
-                _ => ChatRequest::parse(body).ok().map(|p| p.model.to_string()),
+                _ => {
+                    probe = Some(ChatRequest::parse(body));
+                    probe
+                        .as_ref()
+                        .and_then(|p| p.as_ref().ok())
+                        .map(|p| p.model.to_string())
+                }
             };
             let key_id = self
                 .key_digest
@@ -571,20 +581,22 @@ impl Flow {
                         &mut self.guard_hits,
                     ) {
                         Err(b) => return Err(blocked(&b)),
-                        Ok(Some(masked)) => return self.route_body(gw, shared, &masked),
+                        Ok(Some(masked)) => return self.route_body(gw, shared, &masked, None),
                         Ok(None) => {}
                     }
                 }
             }
         }
-        self.route_body(gw, shared, body)
+        self.route_body(gw, shared, body, probe)
     }
 
-    fn route_body<'g>(
+    /// `probe`: the body's `ChatRequest` probe if already parsed.
+    fn route_body<'g, 'b>(
         &mut self,
         gw: &'g Gateway,
         shared: &dyn SharedStore,
-        body: &[u8],
+        body: &'b [u8],
+        probe: Option<Result<ChatRequest<'b>, GatewayError>>,
     ) -> Result<Forward<'g>, GatewayError> {
         let endpoint = self
             .endpoint
@@ -601,7 +613,7 @@ impl Flow {
                 }
                 None
             }
-            _ => Some(ChatRequest::parse(body)?),
+            _ => Some(probe.unwrap_or_else(|| ChatRequest::parse(body))?),
         };
         let (model_name, stream) = match (&endpoint, &probe) {
             (Endpoint::Gemini { model, stream }, _) => (model.clone(), *stream),

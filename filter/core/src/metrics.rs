@@ -196,6 +196,8 @@ type Bucket<T> = Vec<(Box<[u8]>, T)>;
 #[derive(Debug)]
 pub struct MetricIds<T> {
     map: std::collections::HashMap<u64, Bucket<T>>,
+    /// Ids held (the cap's counter: not recounted per request).
+    len: usize,
     scratch: Vec<u8>,
 }
 
@@ -203,6 +205,7 @@ impl<T> Default for MetricIds<T> {
     fn default() -> Self {
         MetricIds {
             map: Default::default(),
+            len: 0,
             scratch: Vec::with_capacity(128),
         }
     }
@@ -230,8 +233,7 @@ impl<T: Copy> MetricIds<T> {
         mut define: impl FnMut(&str, Kind) -> Option<T>,
         mut record: impl FnMut(T, Kind, u64),
     ) {
-        let MetricIds { map, scratch } = self;
-        let mut size = map.values().map(Vec::len).sum::<usize>();
+        let MetricIds { map, len, scratch } = self;
         each(r, per_key, |base, labels, kind, value| {
             scratch.clear();
             scratch.extend_from_slice(base.as_bytes());
@@ -247,12 +249,12 @@ impl<T: Copy> MetricIds<T> {
                 record(*id, kind, value);
                 return;
             }
-            if size >= MAX_METRIC_IDS {
+            if *len >= MAX_METRIC_IDS {
                 return;
             }
             if let Some(id) = define(&name(base, labels), kind) {
                 bucket.push((scratch.as_slice().into(), id));
-                size += 1;
+                *len += 1;
                 record(id, kind, value);
             }
         });
