@@ -304,15 +304,18 @@ def render_shadow_bootstrap(*, primary_config: dict | None, shadow_config: dict,
 
 
 def render_plain(*, listen_port: int, admin_port: int, mock_port: int, access_log: Path,
-                 wasm: Path | None = None) -> str:
-    """Plain Envoy; with `wasm`, that module loaded like Sluice (the bench's
-    no-op filter baseline)."""
+                 wasm: Path | None = None, config: dict | None = None,
+                 log_usage: bool = False) -> str:
+    """Plain Envoy; with `wasm`, that module loaded like Sluice with `config`
+    (the bench's no-op filter baseline and its probes). `log_usage`: the
+    access log formats the usage filter state as Sluice's bootstrap does."""
     extra = ""
     if wasm is not None:
-        extra = "          - " + json.dumps(static_filter({}, wasm)) + "\n"
+        extra = "          - " + json.dumps(static_filter(config or {}, wasm)) + "\n"
     return load_template("plain.yaml.tmpl").substitute(
         ADMIN_PORT=admin_port, LISTEN_PORT=listen_port, MOCK_PORT=mock_port,
-        ACCESS_LOG=json.dumps(str(access_log)), EXTRA_FILTER=extra)
+        ACCESS_LOG=json.dumps(str(access_log)), EXTRA_FILTER=extra,
+        USAGE_FIELD=" usage=%FILTER_STATE(wasm.sluice_usage:PLAIN)%" if log_usage else "")
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str) -> None:

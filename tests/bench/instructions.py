@@ -108,9 +108,20 @@ def profile(name: str, boot: str, body: bytes, requests: int, work: Path, port: 
     return {"total": total / requests, **{k: v / requests for k, v in parts.items()}}
 
 
+# Host operations Sluice's passthrough makes, one kind per probe case
+# (tests/bench/noop-filter), then all together.
+PROBES = ["headers_map", "hold_request", "hold_request,set_body",
+          "hold_request,set_headers", "response_headers", "response_buffer",
+          "usage_property", "metrics", "clock", "hold_request,set_map", "response_map",
+          "headers_map,hold_request,set_body,set_headers,response_headers,response_buffer,"
+          "usage_property,metrics,clock"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--probes", action="store_true",
+                    help="price each kind of host crossing with the probe filter instead")
     ap.add_argument("--only", help="run the cases whose name contains this (plain always runs)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
@@ -130,14 +141,20 @@ def main() -> int:
             ("Sluice openai→anthropic", loadbench.bench_config(), launch.WASM, claude),
             ("Sluice passthrough + guardrails", loadbench.guard_config(), launch.WASM, gpt),
         ]
+        if args.probes:
+            # The no-op filter performing one kind of host operation each, then
+            # all of Sluice's passthrough set together: what each crossing costs.
+            cases = cases[:2] + [(f"probe: {ops}", {"probe": ops}, loadbench.NOOP, gpt)
+                                 for ops in PROBES]
         if args.only:
             cases = [c for c in cases if c[0] == "plain Envoy" or args.only in c[0]]
         for i, (name, config, wasm, body) in enumerate(cases):
             port, admin = launch.free_port(), launch.free_port()
-            if config is None:
+            if config is None or wasm == loadbench.NOOP:
                 boot = launch.render_plain(listen_port=port, admin_port=admin,
                                            mock_port=mock.port, access_log=work / "a.log",
-                                           wasm=wasm)
+                                           wasm=wasm, config=config,
+                                           log_usage="usage_property" in str(config))
             else:
                 boot = launch.render_bootstrap(config=config, listen_port=port,
                                                admin_port=admin, mock_port=mock.port,

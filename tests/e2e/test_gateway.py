@@ -188,6 +188,21 @@ def test_malformed_body_is_400_and_the_worker_survives(stack, client, body):
     assert ok.status_code == 200
 
 
+def test_header_values_that_are_not_utf8_neither_crash_nor_leak(stack, client):
+    """HTTP allows obs-text bytes in header values; the proxy-wasm SDK's
+    header reader panics on them (killing the VM for every request on the
+    worker), so the filter reads header maps itself."""
+    stack.mock.clear()
+    r = client.post(CHAT, json=chat_body(), headers={**auth(), "x-note": b"caf\xe9"})
+    assert r.status_code == 200, r.text
+    [seen] = stack.mock.requests()
+    assert "x-note" in seen["headers"], "headers the filter does not edit pass untouched"
+    r = client.post(CHAT, json=chat_body(), headers={"Authorization": b"Bearer sk-\xe9"})
+    assert_openai_error(r, 401, "invalid_api_key")
+    # Same worker, still alive.
+    assert client.post(CHAT, json=chat_body(), headers=auth()).status_code == 200
+
+
 def test_provider_errors_pass_through_with_retry_after(stack, client):
     r = rid()
     resp = client.post(CHAT, json=chat_body(),

@@ -75,6 +75,41 @@ pub struct Forward<'a> {
     pub body: Vec<u8>,
 }
 
+impl Forward<'_> {
+    /// The header edits to make on a request whose headers are `present`
+    /// (name, value; names lower-case as Envoy gives them): removals of
+    /// headers that are there and not set anyway, and sets whose value
+    /// differs. Each edit is a host crossing (~5k instructions in Envoy), so
+    /// a no-op edit — `:path` already right, a removal of an absent header, a
+    /// removal followed by a set — is not made.
+    pub fn header_edits<'s>(&'s self, present: &[(&str, &str)]) -> Vec<(&'s str, Option<&'s str>)> {
+        let mut out = Vec::with_capacity(self.remove.len() + self.set.len());
+        let count = |name: &str| {
+            present
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .count()
+        };
+        for name in self.remove {
+            let replaced = self.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+            if !replaced && count(name) > 0 {
+                out.push((*name, None));
+            }
+        }
+        for (name, value) in &self.set {
+            let mut same = present.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+            let unchanged = match (same.next(), same.next()) {
+                (Some((_, v)), None) => v == value,
+                _ => false,
+            };
+            if !unchanged {
+                out.push((*name, Some(value.as_ref())));
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadersStep {
     Reply(LocalReply),
@@ -245,11 +280,12 @@ fn hex16(d: &[u8]) -> String {
 /// (never sent upstream), the length (recomputed), and `accept-encoding`
 /// (the filter must read the provider's bytes; Envoy's compressor can
 /// re-encode towards the client).
+/// (`content-length` is not listed: `Forward::set` always replaces it, and
+/// each header edit is a host crossing.)
 const UPSTREAM_REMOVE: &[&str] = &[
     CLIENT_KEY_HEADERS[0],
     CLIENT_KEY_HEADERS[1],
     CLIENT_KEY_HEADERS[2],
-    "content-length",
     "transfer-encoding",
     "accept-encoding",
 ];
@@ -259,7 +295,6 @@ const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
     CLIENT_KEY_HEADERS[0],
     CLIENT_KEY_HEADERS[1],
     CLIENT_KEY_HEADERS[2],
-    "content-length",
     "transfer-encoding",
     "accept-encoding",
     "anthropic-version",
@@ -893,6 +928,18 @@ impl Flow {
         }
     }
 
+    /// Whether the next response-body callback uses the time (only until a
+    /// stream's first byte is timed): the glue reads the clock — a host
+    /// crossing — only then.
+    pub fn needs_clock(&self) -> bool {
+        self.phase == Phase::Upstream
+            && self.record.ttft_ms.is_none()
+            && matches!(
+                self.mode,
+                ResponseMode::StreamPass { .. } | ResponseMode::StreamTranslate(_)
+            )
+    }
+
     pub fn on_response_body(
         &mut self,
         gw: &Gateway,
@@ -1348,6 +1395,39 @@ mod tests {
     }
 
     #[test]
+    fn clock_is_needed_only_until_a_streams_first_byte() {
+        let g = gw();
+        let mut f = Flow::new(0);
+        let body = r#"{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(matches!(
+            forward(&g, &mut f, "sk-1", body),
+            BodyStep::Forward(_)
+        ));
+        f.on_response_headers(&g, 200, Some("application/json"));
+        assert!(
+            !f.needs_clock(),
+            "a buffered answer has no first byte to time"
+        );
+
+        let mut f = Flow::new(0);
+        let body =
+            r#"{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(matches!(
+            forward(&g, &mut f, "sk-1", body),
+            BodyStep::Forward(_)
+        ));
+        assert!(!f.needs_clock());
+        f.on_response_headers(&g, 200, Some("text/event-stream"));
+        assert!(f.needs_clock());
+        let chunk =
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n".to_vec();
+        f.on_response_body(&g, chunk.len(), false, 7, || Some(chunk));
+        assert!(!f.needs_clock());
+        let rec = finish_json(&mut f, 9);
+        assert_eq!(rec["ttft_ms"], 7);
+    }
+
+    #[test]
     fn malformed_and_unknown_model_bodies() {
         let g = gw();
         let mut f = Flow::new(0);
@@ -1395,6 +1475,36 @@ mod tests {
         assert!(fw.remove.contains(&"x-api-key") && fw.remove.contains(&"accept-encoding"));
         let body: Value = serde_json::from_slice(&fw.body).unwrap();
         assert_eq!(body["model"], "gpt-up");
+
+        // What the glue actually sends to Envoy: the client's key replaced
+        // (not removed, then set), absent headers not removed, the unchanged
+        // `:path` left alone, a duplicated header replaced whole.
+        let h = |k: &'static str, v: &'static str| (k, v);
+        let present = [
+            h(":path", "/v1/chat/completions"),
+            h(":authority", "127.0.0.1:10000"),
+            h("authorization", "Bearer sk-1"),
+            h("accept-encoding", "gzip"),
+            h("content-length", "60"),
+            h("x-sluice-cluster", "mock_cluster"),
+            h("x-sluice-cluster", "other"),
+        ];
+        let len = fw.body.len().to_string();
+        let edits = fw.header_edits(&present);
+        assert_eq!(
+            edits,
+            vec![
+                ("accept-encoding", None),
+                (":authority", Some("mock.local")),
+                (CLUSTER_HEADER, Some("mock_cluster")),
+                ("authorization", Some("Bearer prov-secret")),
+                ("content-length", Some(len.as_str())),
+            ]
+        );
+        // Nothing present: every set is made, no removal is.
+        let all = fw.header_edits(&[]);
+        assert!(all.iter().all(|(_, v)| v.is_some()));
+        assert_eq!(all.len(), fw.set.len());
     }
 
     #[test]

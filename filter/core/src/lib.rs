@@ -14,6 +14,7 @@ pub mod flow;
 pub mod gateway;
 pub mod gemini;
 pub mod guardrails;
+pub mod header_map;
 pub mod json_splice;
 pub mod limits;
 pub mod metrics;

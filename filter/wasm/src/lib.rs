@@ -6,11 +6,12 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use sluice_core::budget::SharedStore;
 use sluice_core::config::PluginConfig;
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, LocalReply, RequestHead, ResponseBodyStep};
 use sluice_core::gateway::Gateway;
+use sluice_core::header_map;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -18,6 +19,32 @@ proxy_wasm::main! {{
         Box::new(Root { gateway: None, context_id })
     });
 }}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// A header map as the host serializes it, unparsed: read in place by
+/// `sluice_core::header_map` (the SDK's reader copies every pair into
+/// `String`s and panics on a value that is not UTF-8).
+fn header_map_bytes(map: MapType) -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host has written `size` bytes it allocated
+    // through this module's `proxy_on_memory_allocate` (the global
+    // allocator, as the SDK assumes too), so the buffer is ours to own.
+    unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// proxy-wasm shared data: one store per Envoy, shared by its worker VMs
 /// (same `vm_id`), with compare-and-swap.
@@ -169,8 +196,9 @@ struct Http {
     gateway: Option<Rc<Gateway>>,
     flow: Flow,
     instance: Rc<str>,
-    /// Request header names present when the headers arrived.
-    present: Vec<String>,
+    /// Request headers as they arrived (the serialized map): the body phase
+    /// edits only what changes (`Forward::header_edits`).
+    present: Vec<u8>,
 }
 
 fn now_ms(ctx: &dyn Context) -> u64 {
@@ -199,13 +227,9 @@ impl HttpContext for Http {
         };
         // One hostcall for the whole map rather than one per header (each
         // crossing allocates inside the VM); names are lower-case.
-        let headers = self.get_http_request_headers();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let raw = header_map_bytes(MapType::HttpRequestHeaders);
+        let headers = header_map::parse(&raw);
+        let get = |name: &str| header_map::get(&headers, name);
         let head = RequestHead {
             method: get(":method").unwrap_or_default(),
             path: get(":path").unwrap_or_default(),
@@ -218,8 +242,9 @@ impl HttpContext for Http {
             end_of_stream,
         };
         let step = self.flow.on_request_headers(&gw, &head);
-        // Which headers exist, so the body phase removes only those.
-        self.present = headers.into_iter().map(|(k, _)| k).collect();
+        // Kept (already allocated) so the body phase edits only what changes.
+        drop(headers);
+        self.present = raw;
         match step {
             HeadersStep::Reply(r) => self.reply(r),
             // Needs `allow_on_headers_stop_iteration: true` in the plugin
@@ -244,13 +269,9 @@ impl HttpContext for Http {
             BodyStep::Wait => Action::Pause,
             BodyStep::Reply(r) => self.reply(r),
             BodyStep::Forward(f) => {
-                for name in f.remove {
-                    if self.present.iter().any(|p| p == name) {
-                        self.set_http_request_header(name, None);
-                    }
-                }
-                for (name, value) in &f.set {
-                    self.set_http_request_header(name, Some(value));
+                let present = header_map::parse(&self.present);
+                for (name, value) in f.header_edits(&present) {
+                    self.set_http_request_header(name, value);
                 }
                 self.set_http_request_body(0, body_size, &f.body);
                 Action::Continue
@@ -262,14 +283,14 @@ impl HttpContext for Http {
         let Some(gw) = self.gateway.clone() else {
             return Action::Continue;
         };
-        let status = self
-            .get_http_response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let content_type = self.get_http_response_header("content-type");
+        // One crossing for the map rather than one per header read.
+        let raw = header_map_bytes(MapType::HttpResponseHeaders);
+        let headers = header_map::parse(&raw);
+        let get = |name: &str| header_map::get(&headers, name);
+        let status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let edits = self
             .flow
-            .on_response_headers(&gw, status, content_type.as_deref());
+            .on_response_headers(&gw, status, get("content-type"));
         if edits.remove_content_length {
             // The body will be rewritten: a stale length would truncate it.
             self.set_http_response_header("content-length", None);
@@ -295,7 +316,13 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let now = now_ms(self);
+        // The clock is a host crossing: read only while a stream's first
+        // byte is still to be timed.
+        let now = if self.flow.needs_clock() {
+            now_ms(self)
+        } else {
+            0
+        };
         match self
             .flow
             .on_response_body(&gw, body_size, end_of_stream, now, move || body)
