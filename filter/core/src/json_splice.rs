@@ -114,14 +114,9 @@ pub fn top_level_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         match body[i] {
             b'"' => {
                 let start = i + 1;
-                let mut j = start;
-                while j < body.len() && body[j] != b'"' {
-                    j += if body[j] == b'\\' { 2 } else { 1 };
-                }
-                if j >= body.len() {
+                let Some(end) = string_end(body, start) else {
                     return None; // unterminated string
-                }
-                let end = j;
+                };
                 i = end + 1;
                 if depth == 1 && expect_key {
                     expect_key = false;
@@ -156,6 +151,19 @@ pub fn top_level_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// Index of the `"` closing a string whose text starts at `from`. Jumps
+/// between quotes and backslashes (memchr) rather than stepping byte by
+/// byte: strings are most of a chat body's bytes.
+fn string_end(v: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', v.get(from..)?)?;
+        if v[at] == b'"' {
+            return Some(at);
+        }
+        from = at + 2; // the escaped byte, whatever it is
+    }
+}
+
 /// Length of the JSON value at the start of `v`.
 fn value_len(v: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
@@ -163,11 +171,7 @@ fn value_len(v: &[u8]) -> Option<usize> {
     while i < v.len() {
         match v[i] {
             b'"' => {
-                i += 1;
-                while i < v.len() && v[i] != b'"' {
-                    i += if v[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
+                i = string_end(v, i + 1).map_or(v.len(), |e| e + 1);
                 if depth == 0 {
                     return Some(i.min(v.len()));
                 }
@@ -214,5 +218,15 @@ mod member_tests {
         for cut in 0..b.len() {
             let _ = top_level_member(&b[..cut], b"usage");
         }
+        // A string ending in an escaped backslash closes at the next quote;
+        // one ending in an escaped quote does not.
+        let b = br#"{"s":"a\\","usage":{"t":"\\\"}"},"x":"\"usage\":0"}"#;
+        assert_eq!(
+            top_level_member(b, b"usage"),
+            Some(&br#"{"t":"\\\"}"}"#[..])
+        );
+        assert_eq!(top_level_member(b, b"x"), Some(&br#""\"usage\":0""#[..]));
+        assert_eq!(top_level_member(br#"{"s":"\"#, b"usage"), None);
+        assert_eq!(top_level_member(br#"{"s":"\\"#, b"usage"), None);
     }
 }
