@@ -6,7 +6,7 @@ it (the ceiling) and an Envoy with Sluice, each with --concurrency 1, and
 drives the same request through both with wrk. Loopback only; bounded time
 (about DURATION x cases + startup).
 
-    python3 tests/bench/loadbench.py [--duration 8] [--connections 16]
+    python3 tests/bench/loadbench.py [--duration 2] [--rounds 3] [--connections 16]
 """
 from __future__ import annotations
 
@@ -164,6 +164,14 @@ def post(url: str, path: str, body: str, chunks: int = 8, stream: bool = False) 
     return first, end, r.status
 
 
+def medians(runs: list[dict]) -> dict:
+    """Per-metric medians of several wrk runs (errors summed)."""
+    out = {k: median([r[k] for r in runs if r[k] is not None] or [0.0])
+           for k in ("rps", "p50", "p99", "cpu_us")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
 def median(v: list) -> float:
     v = sorted(v)
     return v[len(v) // 2] if v else float("nan")
@@ -171,7 +179,9 @@ def median(v: list) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternations with plain Envoy per case (medians reported)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--stream-events", type=int, default=50)
     args = ap.parse_args()
@@ -204,18 +214,23 @@ def main() -> int:
                 ("Sluice passthrough + token counting", t_url, tokens, chat,
                  request_body(stream)),
             ]
-            # Each case runs right after its own plain-Envoy run and is
-            # compared with that one: this shared machine drifts by tens of
-            # percent over minutes, so a single plain run is no ceiling.
+            # Each case alternates with plain Envoy, round by round, and is
+            # compared with the plain runs beside it (medians over rounds):
+            # this shared machine drifts by tens of percent within a minute,
+            # so a single plain run is no ceiling.
             for name, url, env, path, body in runs:
-                base = None
-                if env is not plain:
-                    base = run_wrk(plain_url, path, request_body(stream), chunks,
-                                   args.duration, args.connections, work, plain.proc.pid)
-                run_wrk(url, path, body, chunks, 2, args.connections, work)  # warm-up
-                r = run_wrk(url, path, body, chunks, args.duration, args.connections, work,
-                            env.proc.pid)
-                rows.append((case, name, r, base or r))
+                run_wrk(url, path, body, chunks, 1, args.connections, work)  # warm-up
+                mine, theirs = [], []
+                for _ in range(args.rounds if env is not plain else 1):
+                    if env is not plain:
+                        theirs.append(run_wrk(plain_url, path, request_body(stream), chunks,
+                                              args.duration, args.connections, work,
+                                              plain.proc.pid))
+                    mine.append(run_wrk(url, path, body, chunks, args.duration,
+                                        args.connections, work, env.proc.pid))
+                r, base = medians(mine), medians(theirs or mine)
+                r["ratio"] = median([m["rps"] / t["rps"] for m, t in zip(mine, theirs or mine)])
+                rows.append((case, name, r, base))
                 if stream and env is not plain:
                     # Alternating with plain Envoy request by request, so drift
                     # on this shared machine hits both sides alike.
@@ -256,18 +271,19 @@ def main() -> int:
                ("Sluice (lite module, no tokenizer)", *slope(bench_config(), LITE))]
 
         print()
-        print(f"wrk -t1 -c{args.connections} -d{args.duration}s, Envoy --concurrency 1, "
+        print(f"wrk -t1 -c{args.connections} -d{args.duration}s × {args.rounds} rounds "
+              f"alternating with plain Envoy (medians), Envoy --concurrency 1, "
               f"~2 KB request, mock provider with no delay; {os.cpu_count()} cores; "
               f"filter {launch.WASM.stat().st_size / 1024:.0f} KB (lite "
               f"{LITE.stat().st_size / 1024:.0f} KB)")
         print()
-        print("| case | gateway | req/s | plain req/s (run just before) | vs plain | p50 ms | "
+        print("| case | gateway | req/s | plain req/s (alternating runs) | vs plain | p50 ms | "
               "p99 ms | added p50 ms | added p99 ms | Envoy CPU µs/req | plain CPU µs/req | "
               "non-2xx |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for case, name, r, base in rows:
             print(f"| {case} | {name} | {r['rps']:.0f} | {base['rps']:.0f} | "
-                  f"{100 * r['rps'] / base['rps']:.0f}% | "
+                  f"{100 * r['ratio']:.0f}% | "
                   f"{r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - base['p50']:+.2f} | "
                   f"{r['p99'] - base['p99']:+.2f} | {r['cpu_us']:.0f} | {base['cpu_us']:.0f} | "
                   f"{r['errors']} |")
