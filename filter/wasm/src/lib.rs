@@ -269,7 +269,10 @@ impl HttpContext for Http {
             BodyStep::Wait => Action::Pause,
             BodyStep::Reply(r) => self.reply(r),
             BodyStep::Forward(f) => {
-                let present = header_map::parse(&self.present);
+                // Not needed past this point: freed rather than held for the
+                // rest of the request.
+                let raw = std::mem::take(&mut self.present);
+                let present = header_map::parse(&raw);
                 for (name, value) in f.header_edits(&present) {
                     self.set_http_request_header(name, value);
                 }
@@ -291,7 +294,7 @@ impl HttpContext for Http {
         let edits = self
             .flow
             .on_response_headers(&gw, status, get("content-type"));
-        if edits.remove_content_length {
+        if edits.remove_content_length && get("content-length").is_some() {
             // The body will be rewritten: a stale length would truncate it.
             self.set_http_response_header("content-length", None);
         }
