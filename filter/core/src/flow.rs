@@ -637,22 +637,35 @@ impl Flow {
             .endpoint
             .clone()
             .ok_or_else(|| GatewayError::invalid_request("no endpoint"))?;
-        // The cheap probe (borrowed `model`/`stream`) serves passthrough and
-        // tells us the model before committing to a full parse.
-        let probe = match &endpoint {
-            Endpoint::Gemini { .. } => {
-                if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                    return Err(GatewayError::invalid_request(
-                        "The request body must be a JSON object.",
-                    ));
-                }
-                None
-            }
-            _ => Some(probe.unwrap_or_else(|| ChatRequest::parse(body))?),
+        // The body is parsed once. The model decides the route and the route
+        // decides which parse serves: passthrough needs only the probe
+        // (borrowed `model`/`stream`, validating the JSON); translation needs
+        // the full decode, which validates just as well. So the model is
+        // first found by a byte scan, and a body the scan cannot read gets
+        // the probe at once (its errors say what is wrong).
+        let gemini = matches!(endpoint, Endpoint::Gemini { .. });
+        let mut probe = match probe {
+            Some(p) if !gemini => Some(p?),
+            _ => None,
         };
-        let (model_name, stream) = match (&endpoint, &probe) {
-            (Endpoint::Gemini { model, stream }, _) => (model.clone(), *stream),
-            (_, Some(p)) => (p.model.to_string(), p.stream),
+        if gemini && body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(GatewayError::invalid_request(
+                "The request body must be a JSON object.",
+            ));
+        }
+        let scanned = match (&endpoint, &probe) {
+            (Endpoint::Gemini { .. }, _) | (_, Some(_)) => None,
+            _ => crate::json_splice::top_level_member(body, b"model")
+                .and_then(|raw| serde_json::from_slice::<String>(raw).ok()),
+        };
+        if !gemini && probe.is_none() && scanned.is_none() {
+            probe = Some(ChatRequest::parse(body)?);
+        }
+        let (model_name, stream) = match (&endpoint, &probe, scanned) {
+            (Endpoint::Gemini { model, stream }, _, _) => (model.clone(), *stream),
+            (_, Some(p), _) => (p.model.to_string(), p.stream),
+            // `stream` is known once the body is parsed, below.
+            (_, None, Some(m)) => (m, false),
             _ => return Err(GatewayError::invalid_request("missing model")),
         };
         self.record.stream = stream;
@@ -663,7 +676,14 @@ impl Flow {
             .key_digest
             .and_then(|d| gw.key_by_digest(&d))
             .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
-        let model = gw.model_for(key, &model_name)?;
+        let model = gw.model_for(key, &model_name).inspect_err(|_| {
+            if !gemini && probe.is_none() {
+                // Refused before the parse: the record's `stream` as the
+                // scan reads it.
+                self.record.stream =
+                    crate::json_splice::top_level_member(body, b"stream") == Some(b"true");
+            }
+        })?;
         let target = model.pick();
         let provider = gw
             .provider(target.provider)
@@ -689,7 +709,32 @@ impl Flow {
         } else {
             None
         };
-        let mut max_tokens = probe.as_ref().and_then(|p| p.max_tokens);
+        match (&canonical, &probe) {
+            (_, Some(_)) => {}
+            // Translated without a probe: the decode speaks for the body. It
+            // rejects duplicate keys, so its model is the one scanned.
+            (Some(req), None) if !gemini => {
+                if req.model != model_name {
+                    return Err(
+                        GatewayError::invalid_request("'model' is ambiguous").with_param("model")
+                    );
+                }
+                self.record.stream = req.stream;
+                self.client_wants_usage = req.stream_usage;
+            }
+            (None, None) if !gemini => {
+                let p = ChatRequest::parse(body)?;
+                self.record.stream = p.stream;
+                self.client_wants_usage = p.client_wants_usage;
+                probe = Some(p);
+            }
+            _ => {}
+        }
+        let stream = self.record.stream;
+        let mut max_tokens = probe
+            .as_ref()
+            .and_then(|p| p.max_tokens)
+            .or(canonical.as_ref().and_then(|r| r.max_tokens));
         let mut prompt_tokens = body.len() as u64 / 4;
         if let Some(p) = policy {
             let refuse = |msg: String| {
@@ -1392,6 +1437,55 @@ mod tests {
             true,
             || Some(b),
         )
+    }
+
+    #[test]
+    fn translated_body_is_parsed_once_and_still_checked() {
+        let g = gw();
+        let send = |body: &str| {
+            let mut f = Flow::new(0);
+            let h = RequestHead {
+                method: "POST",
+                path: "/v1/messages",
+                x_api_key: Some("sk-1"),
+                anthropic_version: Some("2023-06-01"),
+                request_id: Some("r"),
+                ..Default::default()
+            };
+            assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+            let b = body.as_bytes().to_vec();
+            let store = crate::budget::MemoryStore::default();
+            let step = f.on_request_body(&g, &store, b.len(), true, || Some(b));
+            let status = match step {
+                BodyStep::Reply(r) => r.status,
+                BodyStep::Forward(fw) => {
+                    let up: Value = serde_json::from_slice(&fw.body).unwrap();
+                    assert_eq!(
+                        (up["model"].as_str(), up["stream"].as_bool()),
+                        (Some("gpt-up"), Some(true))
+                    );
+                    200
+                }
+                BodyStep::Wait => 0,
+            };
+            (status, finish_json(&mut f, 1))
+        };
+        // Anthropic client → OpenAI provider: `stream` from the one decode.
+        let (status, rec) = send(
+            r#"{"model":"mock-gpt","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!((status, rec["stream"].as_bool()), (200, Some(true)));
+        // Duplicate `model` keys are refused whichever parse runs.
+        let (status, _) =
+            send(r#"{"model":"mock-gpt","model":"other","max_tokens":5,"messages":[]}"#);
+        assert_eq!(status, 400);
+        // Broken JSON after a readable model: refused by the decode.
+        let (status, _) = send(r#"{"model":"mock-gpt","messages":[{"#);
+        assert_eq!(status, 400);
+        // An unknown model is refused before any parse; the record still
+        // says it was a stream.
+        let (status, rec) = send(r#"{"model":"nope","max_tokens":5,"messages":[],"stream":true}"#);
+        assert_eq!((status, rec["stream"].as_bool()), (404, Some(true)));
     }
 
     #[test]
