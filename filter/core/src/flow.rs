@@ -84,15 +84,9 @@ impl Forward<'_> {
     /// removal followed by a set — is not made.
     pub fn header_edits<'s>(&'s self, present: &[(&str, &str)]) -> Vec<(&'s str, Option<&'s str>)> {
         let mut out = Vec::with_capacity(self.remove.len() + self.set.len());
-        let count = |name: &str| {
-            present
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                .count()
-        };
         for name in self.remove {
             let replaced = self.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-            if !replaced && count(name) > 0 {
+            if !replaced && present.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 out.push((*name, None));
             }
         }
@@ -709,26 +703,25 @@ impl Flow {
         } else {
             None
         };
-        match (&canonical, &probe) {
-            (_, Some(_)) => {}
-            // Translated without a probe: the decode speaks for the body. It
-            // rejects duplicate keys, so its model is the one scanned.
-            (Some(req), None) if !gemini => {
-                if req.model != model_name {
-                    return Err(
-                        GatewayError::invalid_request("'model' is ambiguous").with_param("model")
-                    );
+        if probe.is_none() && !gemini {
+            // Still unparsed: translation reads the decode (which rejects
+            // duplicate keys, so its model is the one scanned); passthrough
+            // needs the probe to rewrite the body, decoded or not.
+            let (stream, wants_usage) = match &canonical {
+                Some(req) if route.translating() => {
+                    if req.model != model_name {
+                        return Err(GatewayError::invalid_request("'model' is ambiguous")
+                            .with_param("model"));
+                    }
+                    (req.stream, req.stream_usage)
                 }
-                self.record.stream = req.stream;
-                self.client_wants_usage = req.stream_usage;
-            }
-            (None, None) if !gemini => {
-                let p = ChatRequest::parse(body)?;
-                self.record.stream = p.stream;
-                self.client_wants_usage = p.client_wants_usage;
-                probe = Some(p);
-            }
-            _ => {}
+                _ => {
+                    let p = probe.insert(ChatRequest::parse(body)?);
+                    (p.stream, p.client_wants_usage)
+                }
+            };
+            self.record.stream = stream;
+            self.client_wants_usage = wants_usage;
         }
         let stream = self.record.stream;
         let mut max_tokens = probe
@@ -1437,6 +1430,35 @@ mod tests {
             true,
             || Some(b),
         )
+    }
+
+    #[test]
+    fn a_masked_passthrough_body_is_still_rewritten_for_the_provider() {
+        let cfg: sluice_config::PluginConfig = serde_json::from_value(serde_json::json!({
+            "version": "cfg-m",
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "mock_cluster",
+                           "host": "mock.local", "base_path": "/v1", "api_key_env": "MOCK_KEY"}],
+            "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "gpt-up"}]}],
+            // A cap makes the policy decode the request (the canonical form)
+            // even though the request passes through.
+            "guardrails": {"rules": [{"name": "pii", "detector": "email", "action": "mask"}],
+                           "max_input_tokens": 100000}
+        }))
+        .unwrap();
+        let g = Gateway::new(cfg, |_| Some("prov-secret".into())).unwrap();
+        let mut f = Flow::new(0);
+        let body = r#"{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"mail a@b.example"}]}"#;
+        let BodyStep::Forward(fw) = forward(&g, &mut f, "sk-1", body) else {
+            panic!("expected forward")
+        };
+        let up: Value = serde_json::from_slice(&fw.body).unwrap();
+        assert!(!up.to_string().contains("a@b.example"), "masked");
+        assert_eq!(
+            up["model"], "gpt-up",
+            "the provider's model name, masked or not"
+        );
+        assert_eq!(up["stream_options"]["include_usage"], true);
     }
 
     #[test]

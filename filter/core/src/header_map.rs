@@ -65,9 +65,9 @@ fn take(bytes: &[u8], at: usize, len: usize) -> Option<(&[u8], usize)> {
     Some((field, end.checked_add(1)?))
 }
 
-/// Serializes pairs in the ABI's layout (what the host sends; for tests and
-/// the native benchmarks).
-pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+/// Serializes pairs in the ABI's layout (what the host sends), for tests.
+#[cfg(test)]
+fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {

@@ -141,18 +141,8 @@ impl JsonObject {
 
     fn num(&mut self, key: &str, value: u64) {
         self.key(key);
-        let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        let mut n = value;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.0.extend_from_slice(&buf[i..]);
+        // serde_json's integer writer (itoa); writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, &value);
     }
 
     fn bool(&mut self, key: &str, value: bool) {
