@@ -1441,9 +1441,10 @@ mod tests {
                            "host": "mock.local", "base_path": "/v1", "api_key_env": "MOCK_KEY"}],
             "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "gpt-up"}]}],
             // A cap makes the policy decode the request (the canonical form)
-            // even though the request passes through.
+            // even though the request passes through (an output cap: the
+            // lite module refuses input-token caps).
             "guardrails": {"rules": [{"name": "pii", "detector": "email", "action": "mask"}],
-                           "max_input_tokens": 100000}
+                           "max_tokens": 100000}
         }))
         .unwrap();
         let g = Gateway::new(cfg, |_| Some("prov-secret".into())).unwrap();
