@@ -71,9 +71,7 @@ impl AccessLogService for Als {
                 }
                 // Backpressure rather than loss: the stream waits while the
                 // writer catches up.
-                if !u.request_id.is_empty()
-                    && self.app.ingest.send((node.clone(), u)).await.is_err()
-                {
+                if self.app.ingest.send((node.clone(), u)).await.is_err() {
                     return Err(Status::unavailable("ledger writer stopped"));
                 }
             }

@@ -42,6 +42,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
                     input: p.input_per_token,
                     output: p.output_per_token,
                     cached_input: p.cached_input_per_token,
+                    cache_write_input: p.cache_write_input_per_token,
                 });
             }
             models.push(Model { name, targets });

@@ -40,6 +40,35 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<(String, UsageIn)>) {
     }
 }
 
+/// The ledger key of a record: made by the gateway — the Envoy node, the VM
+/// instance that produced the record and its sequence number there — so a
+/// redelivered record is counted once and no client header can make two
+/// requests one. A record without a sequence (not from the filter's usage
+/// path) gets an id of its own: counted, never merged.
+pub fn ledger_id(node: &str, u: &UsageIn) -> String {
+    match (u.vm.as_deref().filter(|v| !v.is_empty()), u.seq) {
+        (Some(vm), Some(seq)) => format!("{node}/{vm}/{seq}"),
+        _ => {
+            let mut b = [0u8; 16];
+            // Without entropy, time and a process-wide counter still never repeat.
+            if getrandom::fill(&mut b).is_err() {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b[..8].copy_from_slice(&n.to_le_bytes());
+                b[8..].copy_from_slice(&now_nanos().to_le_bytes());
+            }
+            format!("{node}/unsequenced/{}", hex::encode(b))
+        }
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Writes a batch; returns the keys that were charged.
 pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result<HashSet<String>> {
     let mut c = app.store.lock();
@@ -54,15 +83,26 @@ pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result
             .and_then(|m| pricing::lookup(&prices, m))
             .or_else(|| u.model.as_deref().and_then(|m| pricing::lookup(&prices, m)));
         let cost = price
-            .map(|p| pricing::cost(p, u.prompt_tokens, u.completion_tokens, u.cached_tokens))
+            .map(|p| {
+                pricing::cost(
+                    p,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                    u.cache_creation_tokens,
+                )
+            })
             .unwrap_or(0.0);
+        let id = ledger_id(&node, &u);
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO usage (request_id, ts, node, key_id, model, provider,
+            "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
                upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
-               cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+               cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms,
+               request_id, cache_creation_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19, ?20)",
             params![
-                u.request_id,
+                id,
                 now,
                 node,
                 u.key_id,
@@ -79,7 +119,9 @@ pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result
                 u.error,
                 u.usage_source,
                 u.latency_ms,
-                u.ttft_ms
+                u.ttft_ms,
+                u.request_id,
+                u.cache_creation_tokens
             ],
         )?;
         if inserted == 0 {
@@ -158,5 +200,43 @@ pub async fn housekeeping(app: Arc<App>) {
         if let Err(e) = enforce_budgets(&app, None).and_then(|_| app.republish().map(|_| ())) {
             eprintln!("sluice: housekeeping: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(rid: &str, vm: Option<&str>, seq: Option<i64>) -> UsageIn {
+        UsageIn {
+            request_id: rid.into(),
+            vm: vm.map(Into::into),
+            seq,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_ledger_key_is_the_gateways_not_the_clients() {
+        // One client id on three requests: three ledger rows.
+        let ids: HashSet<_> = (1..=3)
+            .map(|n| ledger_id("envoy-a", &rec("same", Some("vm1"), Some(n))))
+            .collect();
+        assert_eq!(ids.len(), 3);
+        // A redelivered record (same node, VM, sequence) keeps its key.
+        assert_eq!(
+            ledger_id("envoy-a", &rec("x", Some("vm1"), Some(7))),
+            ledger_id("envoy-a", &rec("y", Some("vm1"), Some(7)))
+        );
+        // Another Envoy's VM with the same instance name is another row.
+        assert_ne!(
+            ledger_id("envoy-a", &rec("x", Some("vm1"), Some(7))),
+            ledger_id("envoy-b", &rec("x", Some("vm1"), Some(7)))
+        );
+        // Unsequenced records are never merged.
+        assert_ne!(
+            ledger_id("n", &rec("same", None, None)),
+            ledger_id("n", &rec("same", None, None))
+        );
     }
 }

@@ -32,6 +32,8 @@ pub fn builtin() -> Vec<Price> {
             input_per_token: i / 1e6,
             output_per_token: o / 1e6,
             cached_input_per_token: c.map(|c| c / 1e6),
+            // Unset: input × 1.25, Anthropic's price for a cache write.
+            cache_write_input_per_token: None,
             source: "builtin".into(),
         })
         .collect()
@@ -45,6 +47,8 @@ struct LiteLlmEntry {
     output_cost_per_token: Option<f64>,
     #[serde(default)]
     cache_read_input_token_cost: Option<f64>,
+    #[serde(default)]
+    cache_creation_input_token_cost: Option<f64>,
     #[serde(default)]
     mode: Option<String>,
 }
@@ -77,6 +81,9 @@ pub fn parse_litellm(json: &[u8]) -> Result<Vec<Price>, String> {
             input_per_token: i,
             output_per_token: o,
             cached_input_per_token: e.cache_read_input_token_cost.filter(|c| c.is_finite()),
+            cache_write_input_per_token: e
+                .cache_creation_input_token_cost
+                .filter(|c| c.is_finite() && *c >= 0.0),
             source: "litellm".into(),
         });
     }
@@ -102,14 +109,19 @@ pub fn lookup<'a>(prices: &'a [Price], model: &str) -> Option<&'a Price> {
         })
 }
 
-/// Cost of one request from provider-reported usage. Cached prompt tokens
-/// are billed at the cached price when known.
-pub fn cost(p: &Price, prompt: i64, completion: i64, cached: i64) -> f64 {
-    let cached = cached.clamp(0, prompt.max(0));
-    let fresh = prompt.max(0) - cached;
-    fresh as f64 * p.input_per_token
-        + cached as f64 * p.cached_input_per_token.unwrap_or(p.input_per_token)
-        + completion.max(0) as f64 * p.output_per_token
+/// Cost of one request from provider-reported usage: the same arithmetic
+/// as the filter's budget settlement (`TokenPrice`), so the ledger and the
+/// precheck agree. Cached prompt tokens at the cached price; prompt tokens
+/// written to the cache at the cache-write price.
+pub fn cost(p: &Price, prompt: i64, completion: i64, cached: i64, written: i64) -> f64 {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    sluice_config::TokenPrice {
+        input: p.input_per_token,
+        output: p.output_per_token,
+        cached_input: p.cached_input_per_token,
+        cache_write_input: p.cache_write_input_per_token,
+    }
+    .cost_with_cache_writes(n(prompt), n(completion), n(cached), n(written))
 }
 
 #[cfg(test)]
@@ -140,7 +152,24 @@ mod tests {
         assert!(lookup(&b, "mystery").is_none());
         let p = lookup(&b, "gpt-4o").unwrap();
         // 1M fresh input + 1M output = $12.50; cached at half price.
-        assert!((cost(p, 1_000_000, 1_000_000, 0) - 12.5).abs() < 1e-9);
-        assert!((cost(p, 1_000_000, 0, 1_000_000) - 1.25).abs() < 1e-9);
+        assert!((cost(p, 1_000_000, 1_000_000, 0, 0) - 12.5).abs() < 1e-9);
+        assert!((cost(p, 1_000_000, 0, 1_000_000, 0) - 1.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cache_writes_cost_more_than_plain_input() {
+        let b = builtin();
+        let p = lookup(&b, "claude-sonnet-4-5").unwrap();
+        // 1M prompt tokens of which 1M written to the cache: $3 × 1.25.
+        assert!((cost(p, 1_000_000, 0, 0, 1_000_000) - 3.75).abs() < 1e-9);
+        // An imported price for cache writes is used as is.
+        let j = br#"{"claude-x": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+                     "cache_creation_input_token_cost": 6e-06, "mode": "chat"}}"#;
+        let p = &parse_litellm(j).unwrap()[0];
+        assert!((cost(p, 1_000_000, 0, 0, 500_000) - 4.5).abs() < 1e-9);
+        // Reads, writes and fresh input never count a token twice.
+        // (10 prompt: 8 read at the input price — no cached price imported —
+        // and only the 2 left can have been written.)
+        assert!((cost(p, 10, 0, 8, 8) - (8.0 * 3e-06 + 2.0 * 6e-06)).abs() < 1e-12);
     }
 }

@@ -94,6 +94,21 @@ CREATE TABLE settings (
     spec TEXT NOT NULL
 );
 "#,
+    // The ledger is keyed by an id the gateway makes (node, VM instance,
+    // sequence number); the client's `x-request-id` is kept beside it for
+    // correlation only — keying on it let a client make several requests
+    // count as one.
+    r#"
+ALTER TABLE usage RENAME COLUMN request_id TO id;
+ALTER TABLE usage ADD COLUMN request_id TEXT;
+UPDATE usage SET request_id = id;
+CREATE INDEX usage_request_id ON usage (request_id);
+"#,
+    // Cache writes are billed above plain input (Anthropic: 1.25x).
+    r#"
+ALTER TABLE prices ADD COLUMN cache_write_input_per_token REAL;
+ALTER TABLE usage ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// A JSON setting (`capture`, `shadow`), if set.
@@ -162,12 +177,18 @@ pub struct Price {
     pub input_per_token: f64,
     pub output_per_token: f64,
     pub cached_input_per_token: Option<f64>,
+    /// Unset: input × `sluice_config::CACHE_WRITE_MARKUP`.
+    #[serde(default)]
+    pub cache_write_input_per_token: Option<f64>,
     pub source: String,
 }
 
 /// One ledger row, as received from the filter's usage record.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UsageIn {
+    /// The client's (or Envoy's) `x-request-id`: correlation only, never the
+    /// ledger key (see `ingest::ledger_id`).
+    #[serde(default)]
     pub request_id: String,
     #[serde(default)]
     pub key_id: Option<String>,
@@ -187,6 +208,9 @@ pub struct UsageIn {
     pub completion_tokens: i64,
     #[serde(default)]
     pub cached_tokens: i64,
+    /// Prompt tokens written to the provider's cache (priced above input).
+    #[serde(default)]
+    pub cache_creation_tokens: i64,
     #[serde(default)]
     pub status: i64,
     #[serde(default)]
@@ -337,7 +361,8 @@ pub fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyRow>> {
 
 pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
     let mut st = c.prepare(
-        "SELECT model, input_per_token, output_per_token, cached_input_per_token, source
+        "SELECT model, input_per_token, output_per_token, cached_input_per_token, source,
+           cache_write_input_per_token
          FROM prices ORDER BY model",
     )?;
     let rows = st.query_map([], |r| {
@@ -347,6 +372,7 @@ pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
             output_per_token: r.get(2)?,
             cached_input_per_token: r.get(3)?,
             source: r.get(4)?,
+            cache_write_input_per_token: r.get(5)?,
         })
     })?;
     rows.collect()
@@ -354,17 +380,20 @@ pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
 
 pub fn upsert_price(c: &Connection, p: &Price) -> rusqlite::Result<()> {
     c.execute(
-        "INSERT INTO prices (model, input_per_token, output_per_token, cached_input_per_token, source)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO prices (model, input_per_token, output_per_token, cached_input_per_token, source,
+           cache_write_input_per_token)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(model) DO UPDATE SET input_per_token = excluded.input_per_token,
            output_per_token = excluded.output_per_token,
-           cached_input_per_token = excluded.cached_input_per_token, source = excluded.source",
+           cached_input_per_token = excluded.cached_input_per_token, source = excluded.source,
+           cache_write_input_per_token = excluded.cache_write_input_per_token",
         params![
             p.model,
             p.input_per_token,
             p.output_per_token,
             p.cached_input_per_token,
-            p.source
+            p.source,
+            p.cache_write_input_per_token
         ],
     )?;
     Ok(())

@@ -355,14 +355,39 @@ pub struct TokenPrice {
     pub output: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's cache (Anthropic bills them
+    /// above plain input); unset: input × `CACHE_WRITE_MARKUP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_input: Option<f64>,
 }
+
+/// Anthropic's price for a 5-minute cache write, relative to plain input.
+pub const CACHE_WRITE_MARKUP: f64 = 1.25;
 
 impl TokenPrice {
     /// Cost of a request; cached prompt tokens at the cached price.
     pub fn cost(&self, prompt: u64, completion: u64, cached: u64) -> f64 {
+        self.cost_with_cache_writes(prompt, completion, cached, 0)
+    }
+
+    /// Cost of a request whose prompt tokens include `cached` read from and
+    /// `written` written to the provider's cache, each at its own price.
+    pub fn cost_with_cache_writes(
+        &self,
+        prompt: u64,
+        completion: u64,
+        cached: u64,
+        written: u64,
+    ) -> f64 {
         let cached = cached.min(prompt);
-        (prompt - cached) as f64 * self.input
+        let written = written.min(prompt.saturating_sub(cached));
+        let fresh = prompt.saturating_sub(cached).saturating_sub(written);
+        let write_price = self
+            .cache_write_input
+            .unwrap_or(self.input * CACHE_WRITE_MARKUP);
+        fresh as f64 * self.input
             + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + written as f64 * write_price
             + completion as f64 * self.output
     }
 }

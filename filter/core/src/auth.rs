@@ -13,9 +13,11 @@ pub fn presented_key<'a>(
     x_goog_api_key: Option<&'a str>,
 ) -> Option<&'a str> {
     if let Some(v) = authorization {
+        // Byte-wise: the value is client input, and slicing a `str` at a
+        // byte index inside a character (`Bearer\u{e9}…`) would panic.
         let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            let k = v[7..].trim();
+        if let Some(rest) = strip_prefix_ignore_ascii_case(v, "bearer ") {
+            let k = rest.trim();
             if !k.is_empty() {
                 return Some(k);
             }
@@ -26,6 +28,16 @@ pub fn presented_key<'a>(
         .flatten()
         .map(str::trim)
         .find(|k| !k.is_empty())
+}
+
+/// `s` without `prefix` (ASCII, any case), or `None`. Never slices inside a
+/// character: the split point is checked to be a char boundary.
+fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return None;
+    }
+    s.get(prefix.len()..)
 }
 
 /// SHA-256 digest of a presented key.
@@ -55,6 +67,17 @@ mod tests {
         assert_eq!(presented_key(None, None, Some("g-4")), Some("g-4"));
         assert_eq!(presented_key(Some("Bearer "), Some(" "), None), None);
         assert_eq!(presented_key(None, None, None), None);
+    }
+
+    #[test]
+    fn multi_byte_characters_at_the_scheme_boundary_never_panic() {
+        // `Bearer` followed directly by `é`: byte 7 is inside the character.
+        assert_eq!(presented_key(Some("Bearer\u{e9}sk-1"), None, None), None);
+        assert_eq!(presented_key(Some("\u{e9}\u{e9}\u{e9}\u{e9}"), None, None), None);
+        assert_eq!(presented_key(Some("bearer \u{e9}k"), None, None), Some("\u{e9}k"));
+        for s in ["B", "Bearer", "Bearer ", "\u{1F600}\u{1F600}", "Beare\u{e9}x"] {
+            let _ = presented_key(Some(s), Some(s), Some(s));
+        }
     }
 
     #[test]

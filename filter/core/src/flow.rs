@@ -230,6 +230,10 @@ pub struct Flow {
     /// for an `estimated` usage record when the provider reports none.
     prompt_estimate: u64,
     output_text: String,
+    /// Events with content forwarded on a passthrough stream: the
+    /// completion estimate (about a token each) when the stream ends before
+    /// the provider's usage arrives.
+    stream_events: u64,
     /// Response guardrails apply to this request.
     guard_response: bool,
     /// Capture configured: method, path and `anthropic-version` kept from
@@ -342,6 +346,7 @@ impl Flow {
             guard_hits: Vec::new(),
             prompt_estimate: 0,
             output_text: String::new(),
+            stream_events: 0,
             guard_response: false,
             capture_head: None,
             capture: None,
@@ -728,6 +733,10 @@ impl Flow {
             .as_ref()
             .and_then(|p| p.max_tokens)
             .or(canonical.as_ref().and_then(|r| r.max_tokens));
+        let choices = probe
+            .as_ref()
+            .and_then(|p| p.n)
+            .or(canonical.as_ref().and_then(|r| r.n));
         let mut prompt_tokens = body.len() as u64 / 4;
         if let Some(p) = policy {
             let refuse = |msg: String| {
@@ -747,9 +756,13 @@ impl Flow {
             }
         }
         self.prompt_estimate = prompt_tokens;
+        // Every choice (`n`) is a completion of its own; client integers are
+        // combined without overflow.
+        let completion_estimate = max_tokens
+            .unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION)
+            .saturating_mul(choices.unwrap_or(1).max(1));
         if let Some(l) = key.limits {
-            let estimate =
-                prompt_tokens + max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION);
+            let estimate = prompt_tokens.saturating_add(completion_estimate);
             let (res, status) =
                 limits::admit(shared, &key.id, &l, estimate, stream, self.start_ms / 1000);
             self.rate_status = Some(status);
@@ -769,12 +782,21 @@ impl Flow {
                 }
             }
         }
-        if let (Some(b), Some(price)) = (key.budget, target.price) {
-            let estimate = price.cost(
-                prompt_tokens,
-                max_tokens.unwrap_or(budget::DEFAULT_ESTIMATED_COMPLETION),
-                0,
-            );
+        if let Some(b) = key.budget {
+            // A budget cannot be kept on a model whose price is unknown: the
+            // ledger would charge it $0 forever. Refused, and said why.
+            let Some(price) = target.price else {
+                return Err(GatewayError::new(
+                    403,
+                    crate::error::ErrorKind::PermissionDenied,
+                    format!(
+                        "The model '{model_name}' has no price configured, so this API key's \
+                         budget cannot be applied to it. Ask the gateway operator to set \
+                         its price."
+                    ),
+                ));
+            };
+            let estimate = price.cost(prompt_tokens, completion_estimate, 0);
             match budget::reserve(shared, b.epoch, &key.id, b.remaining_usd, estimate) {
                 Some(r) => self.reservation = Some((r, price)),
                 None => {
@@ -1068,10 +1090,14 @@ impl Flow {
                 let mut dropped = false;
                 let mut usage = None;
                 let strip = *strip_usage_chunk;
+                let mut events = 0u64;
                 let res = parser.feed(&chunk, end_of_stream, |ev| {
                     let info = meter.inspect(&ev);
                     if info.usage.is_some() {
                         usage = info.usage;
+                    }
+                    if !info.usage_only && ev.data.as_deref().is_some_and(|d| d != b"[DONE]") {
+                        events = events.saturating_add(1);
                     }
                     if strip && info.usage_only {
                         dropped = true;
@@ -1080,6 +1106,7 @@ impl Flow {
                     }
                 });
                 let unchanged = !dropped && !had_carry && parser.pending() == 0;
+                self.stream_events = self.stream_events.saturating_add(events);
                 if usage.is_some() {
                     self.usage = usage;
                 }
@@ -1246,30 +1273,49 @@ impl Flow {
     /// The usage record, at the end of the request (`on_log`); settles the
     /// budget reservation with the actual cost.
     pub fn finish(&mut self, now_ms: u64, shared: &dyn SharedStore) -> Vec<u8> {
+        // What the provider will bill: its own count, or — when it reported
+        // none but generated output (a stream cut off before its usage
+        // chunk, a provider without usage) — an estimate, so an abandoned
+        // stream is never free: the prompt as estimated at admission, the
+        // output counted with the tokenizer, or one token per streamed event.
+        let billed = match self.usage {
+            Some(u) => Some((u, "provider")),
+            None if !self.output_text.is_empty() || self.stream_events > 0 => {
+                let completion = if self.output_text.is_empty() {
+                    self.stream_events
+                } else {
+                    let model = self.record.upstream_model.as_deref().unwrap_or_default();
+                    crate::tokens::count(model, &self.output_text)
+                };
+                let u = TokenUsage {
+                    prompt_tokens: self.prompt_estimate,
+                    completion_tokens: completion,
+                    ..TokenUsage::default()
+                };
+                Some((u, "estimated"))
+            }
+            None => None,
+        };
         if let Some((a, l)) = self.admission.take() {
-            let actual = self.usage.map(|u| u.prompt_tokens + u.completion_tokens);
+            let actual = billed.map(|(u, _)| u.prompt_tokens.saturating_add(u.completion_tokens));
             limits::settle(shared, &l, &a, actual);
         }
         if let Some((r, price)) = self.reservation.take() {
-            let actual = self.usage.map_or(0.0, |u| {
-                price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-            });
+            let actual = billed.map_or(0.0, |(u, _)| price.cost_with_cache_writes(
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                    u.cache_creation_tokens,
+                ));
             budget::settle(shared, &r, actual);
         }
         self.record.latency_ms = now_ms.saturating_sub(self.start_ms);
         if self.phase == Phase::Local {
             self.record.completed = true;
         }
-        if let Some(u) = self.usage {
+        if let Some((u, source)) = billed {
             self.record.tokens = u;
-            self.record.usage_source = "provider";
-        } else if !self.output_text.is_empty() {
-            // The provider reported nothing: count what was sent with the
-            // tokenizer (settled by nobody, so marked as an estimate).
-            let model = self.record.upstream_model.as_deref().unwrap_or_default();
-            self.record.tokens.prompt_tokens = self.prompt_estimate;
-            self.record.tokens.completion_tokens = crate::tokens::count(model, &self.output_text);
-            self.record.usage_source = "estimated";
+            self.record.usage_source = source;
         }
         if self.record.role.is_some() && self.record.digest.is_none() {
             // Answered by the gateway itself: the answer is the digest.
@@ -1430,6 +1476,92 @@ mod tests {
             true,
             || Some(b),
         )
+    }
+
+    /// A gateway whose key `k1` has a budget; `priced` sets the target's price.
+    fn budget_gw(priced: bool) -> Gateway {
+        let mut target = serde_json::json!({"provider": "mock", "model": "gpt-up"});
+        if priced {
+            target["price"] = serde_json::json!({"input": 0.001, "output": 0.001});
+        }
+        let cfg = serde_json::from_value(serde_json::json!({
+            "version": "cfg-b",
+            "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1"),
+                      "budget": {"remaining_usd": 1.0, "epoch": 1}}],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "mock_cluster",
+                           "host": "mock.local", "base_path": "/v1", "api_key_env": "MOCK_KEY"}],
+            "models": [{"name": "mock-gpt", "targets": [target]}]
+        }))
+        .unwrap();
+        Gateway::new(cfg, |_| Some("prov-secret".into())).unwrap()
+    }
+
+    fn admit(g: &Gateway, store: &crate::budget::MemoryStore, f: &mut Flow, body: &str) -> u16 {
+        let h = head("POST", "/v1/chat/completions", Some("Bearer sk-1"));
+        assert_eq!(f.on_request_headers(g, &h), HeadersStep::ReadBody);
+        let b = body.as_bytes().to_vec();
+        match f.on_request_body(g, store, b.len(), true, || Some(b)) {
+            BodyStep::Reply(r) => r.status,
+            BodyStep::Forward(_) => 200,
+            BodyStep::Wait => 0,
+        }
+    }
+
+    #[test]
+    fn a_budget_is_never_silently_skipped_on_an_unpriced_model() {
+        let g = budget_gw(false);
+        let mut f = Flow::new(0);
+        let store = crate::budget::MemoryStore::default();
+        let body = r#"{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(admit(&g, &store, &mut f, body), 403);
+        assert_eq!(finish_json(&mut f, 1)["error"], "permission_denied");
+    }
+
+    #[test]
+    fn every_choice_counts_in_the_budget_estimate() {
+        // $1 left at $0.001 a token: 100 output tokens fit once, not ×20.
+        let g = budget_gw(true);
+        let store = crate::budget::MemoryStore::default();
+        let one = r#"{"model":"mock-gpt","max_tokens":100,"messages":[]}"#;
+        let many = r#"{"model":"mock-gpt","max_tokens":100,"n":20,"messages":[]}"#;
+        assert_eq!(admit(&g, &store, &mut Flow::new(0), many), 429);
+        assert_eq!(admit(&g, &store, &mut Flow::new(0), one), 200);
+        // Client integers that would wrap are saturated, not wrapped.
+        let huge = format!(
+            r#"{{"model":"mock-gpt","max_tokens":{},"n":{},"messages":[]}}"#,
+            u64::MAX,
+            u64::MAX
+        );
+        assert_eq!(admit(&g, &store, &mut Flow::new(0), &huge), 429);
+    }
+
+    #[test]
+    fn an_abandoned_passthrough_stream_is_charged_an_estimate() {
+        let g = budget_gw(true);
+        let store = crate::budget::MemoryStore::default();
+        let mut f = Flow::new(0);
+        let body = r#"{"model":"mock-gpt","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello there"}]}"#;
+        assert_eq!(admit(&g, &store, &mut f, body), 200);
+        f.on_response_headers(&g, 200, Some("text/event-stream"));
+        // Three content chunks, then the client goes away: no usage chunk.
+        let chunk = br#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a"}}]}
+
+"#
+        .repeat(3);
+        f.on_response_body(&g, chunk.len(), false, 1, || Some(chunk.clone()));
+        let rec = serde_json::from_slice::<Value>(&f.finish(5, &store)).unwrap();
+        assert_eq!(rec["usage_source"], "estimated");
+        assert_eq!(rec["completion_tokens"], 3);
+        assert!(rec["prompt_tokens"].as_u64().unwrap() > 0);
+        // The budget was settled with that estimate, not $0: the spend is
+        // in the shared counter (prompt + 3 completion tokens at $0.001).
+        let spent = {
+            let (v, _) = crate::budget::SharedStore::get(&store, "sluice.budget.1.k1");
+            let v = v.unwrap();
+            u64::from_le_bytes(v[..8].try_into().unwrap())
+        };
+        let want = (rec["prompt_tokens"].as_u64().unwrap() + 3) * 1000;
+        assert_eq!(spent, want);
     }
 
     #[test]

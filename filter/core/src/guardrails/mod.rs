@@ -319,8 +319,14 @@ impl Policy {
         if self.clears_whole(body) {
             return Ok(None);
         }
-        let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
-            return Ok(None); // not JSON: the dialect decoder reports it
+        let mut v = match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
+            // Not readable as a tree (nested past the parser's depth limit,
+            // or not JSON at all): fail closed. The rules run over the whole
+            // text with its escapes decoded; a match anywhere refuses the
+            // body, since without the structure it can be neither masked
+            // nor shown to sit outside a checked string.
+            Err(_) => return self.refuse_unreadable(dir, model, key, body, hits),
         };
         let mut changed = false;
         self.walk(dir, model, key, &mut v, hits, &mut changed)?;
@@ -329,6 +335,33 @@ impl Policy {
         } else {
             None
         })
+    }
+
+    /// A body the walk cannot read: refused (by the first matching rule,
+    /// whatever its action) when any rule matches its decoded text;
+    /// `Ok(None)` otherwise (the dialect decoder reports what is wrong).
+    fn refuse_unreadable(
+        &self,
+        dir: GuardDirection,
+        model: &str,
+        key: &str,
+        body: &[u8],
+        hits: &mut Vec<Hit>,
+    ) -> Result<Option<Vec<u8>>, Blocked> {
+        let text = String::from_utf8_lossy(body);
+        let text = unescape_json(&text);
+        match self.find(dir, model, key, &text).first() {
+            None => Ok(None),
+            Some((_, r)) => {
+                hits.push(Hit {
+                    rule: r.name.clone(),
+                    action: GuardAction::Block,
+                });
+                Err(Blocked {
+                    rule: r.name.clone(),
+                })
+            }
+        }
     }
 
     /// True when no rule can match any string of this JSON body: one scan
@@ -612,6 +645,29 @@ mod tests {
             .apply_json(REQ, "m", "k", body.to_string().as_bytes(), &mut hits)
             .unwrap_err();
         assert_eq!(e.rule, "no-cards");
+    }
+
+    #[test]
+    fn a_body_too_deep_to_walk_fails_closed() {
+        // Past serde_json's recursion limit (128) the tree cannot be walked:
+        // a card anywhere in the text refuses the body, whatever the action.
+        for action in ["block", "mask"] {
+            let p = policy(json!([{"name": "cards", "detector": "payment_card", "action": action}]));
+            let deep = format!(
+                r#"{{"model":"m","messages":[],"tools":[{{"type":"function","function":{{"name":"f","parameters":{}"4111 1111 1111 1111"{}}}}}]}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            );
+            let mut hits = Vec::new();
+            let e = p
+                .apply_json(REQ, "m", "k", deep.as_bytes(), &mut hits)
+                .unwrap_err();
+            assert_eq!(e.rule, "cards");
+            assert_eq!(hits.len(), 1);
+            // The same depth with nothing to find is left to the decoder.
+            let clean = deep.replace("4111 1111 1111 1111", "nothing");
+            assert_eq!(p.apply_json(REQ, "m", "k", clean.as_bytes(), &mut hits), Ok(None));
+        }
     }
 
     #[test]

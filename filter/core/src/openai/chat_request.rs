@@ -25,6 +25,8 @@ struct Probe<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +48,8 @@ pub struct ChatRequest<'a> {
     pub client_wants_usage: bool,
     /// `max_completion_tokens` or `max_tokens` (budget estimates).
     pub max_tokens: Option<u64>,
+    /// Choices asked for (`n`): each one is billed its own completion.
+    pub n: Option<u64>,
 }
 
 impl<'a> ChatRequest<'a> {
@@ -85,6 +89,7 @@ impl<'a> ChatRequest<'a> {
             stream_options: probe.stream_options,
             client_wants_usage,
             max_tokens: probe.max_completion_tokens.or(probe.max_tokens),
+            n: probe.n,
         })
     }
 
