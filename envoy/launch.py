@@ -57,6 +57,15 @@ REAL_CLUSTERS = [
 ]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -120,7 +129,52 @@ def static_filter(config: dict, wasm: Path) -> dict:
     }
 
 
-def ecds_filter(api_type: str = "GRPC") -> dict:
+def control_plane_grpc(token: str | None) -> dict:
+    """The control plane as a gRPC service, with the token every call must
+    carry (`sluice serve --grpc-token`)."""
+    svc = {"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}}
+    if token:
+        svc["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
+    return svc
+
+
+def credential_injector(secret: str, header: str, prefix: str, token: str | None) -> dict:
+    """Upstream filter adding a provider key from the control plane's SDS
+    secret: Envoy redacts it in /config_dump, and it never enters the VM."""
+    return {
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": True,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                    "credential": {"name": secret, "sds_config": {
+                        "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                                              "grpc_services": [control_plane_grpc(token)]},
+                        "resource_api_version": "V3"}},
+                    "header": header,
+                    **({"header_value_prefix": prefix} if prefix else {}),
+                },
+            },
+        },
+    }
+
+
+def with_upstream_filters(cluster: dict, filters: list[dict]) -> dict:
+    """`cluster` with upstream HTTP filters (run once per upstream attempt)."""
+    opts = cluster.setdefault("typed_extension_protocol_options", {}).setdefault(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}}})
+    opts["http_filters"] = filters + [{
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+    return cluster
+
+
+def ecds_filter(api_type: str = "GRPC", token: str | None = None) -> dict:
     """The wasm filter from the control plane (ECDS). Listeners wait for the
     first config; afterwards Envoy keeps the last good one if the control
     plane goes away."""
@@ -130,7 +184,7 @@ def ecds_filter(api_type: str = "GRPC") -> dict:
             "config_source": {
                 "api_config_source": {
                     "api_type": api_type, "transport_api_version": "V3",
-                    "grpc_services": [{"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}}],
+                    "grpc_services": [control_plane_grpc(token)],
                 },
                 "initial_fetch_timeout": "0s",
                 "resource_api_version": "V3",
@@ -140,7 +194,7 @@ def ecds_filter(api_type: str = "GRPC") -> dict:
     }
 
 
-def grpc_access_log() -> dict:
+def grpc_access_log(token: str | None = None) -> dict:
     """Usage records to the control plane's AccessLogService."""
     return {
         "name": "envoy.access_loggers.http_grpc",
@@ -149,7 +203,7 @@ def grpc_access_log() -> dict:
             "common_config": {
                 "log_name": "sluice",
                 "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}},
+                "grpc_service": control_plane_grpc(token),
                 # Usage records, and capture records of sampled requests
                 # (replay baselines; only set when capture is configured).
                 "filter_state_objects_to_log": ["wasm.sluice_usage", "wasm.sluice_capture"],
@@ -187,26 +241,36 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
                      access_log: Path, wasm: Path = WASM, listen_address: str = "127.0.0.1",
                      real_clusters: bool = True, control_plane_port: int | None = None,
                      xds_api_type: str = "GRPC", node_id: str = "sluice-envoy",
-                     control_plane_admin_port: int | None = None) -> str:
+                     control_plane_admin_port: int | None = None,
+                     control_plane_token: str | None = None,
+                     injected_mock_secret: str | None = None) -> str:
     """Static mode (config inline) or, with `control_plane_port`, managed mode
-    (config over ECDS, usage over gRPC access logs). Inserted blocks are JSON,
-    which is valid YAML flow style."""
+    (config over ECDS, usage over gRPC access logs, each call carrying
+    `control_plane_token`). `injected_mock_secret`: the mock provider's key
+    is the control plane's SDS secret of that name, added by Envoy's
+    credential_injector upstream. Inserted blocks are JSON, which is valid
+    YAML flow style."""
     clusters = ""
     if real_clusters:
         tmpl = load_template("real-providers.yaml.tmpl")
         clusters = "".join(tmpl.substitute(NAME=n, HOST=h) for n, h in REAL_CLUSTERS)
     managed = control_plane_port is not None
+    mock_cluster = _cluster("mock_provider", mock_port)
+    if injected_mock_secret:
+        with_upstream_filters(mock_cluster, [credential_injector(
+            injected_mock_secret, "authorization", "Bearer ", control_plane_token)])
     return load_template("sluice.yaml.tmpl").substitute(
         NODE_ID=json.dumps(node_id),
         STATS_TAGS=json.dumps(stats_tags()),
         ADMIN_PORT=admin_port,
         LISTEN_ADDRESS=listen_address,
         LISTEN_PORT=listen_port,
-        MOCK_PORT=mock_port,
+        MOCK_CLUSTER=json.dumps(mock_cluster),
         ACCESS_LOG=json.dumps(str(access_log)),
-        SLUICE_FILTER=json.dumps(ecds_filter(xds_api_type) if managed
+        SLUICE_FILTER=json.dumps(ecds_filter(xds_api_type, control_plane_token) if managed
                                  else static_filter(config or {}, wasm)),
-        GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log()) + "\n") if managed else "",
+        GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log(control_plane_token)) + "\n")
+        if managed else "",
         REAL_PROVIDER_CLUSTERS=clusters,
         CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port))
                                + ("\n  - " + json.dumps(control_plane_http_cluster(
@@ -253,7 +317,8 @@ def render_shadow_bootstrap(*, primary_config: dict | None, shadow_config: dict,
                             admin_port: int, mock_port: int, access_log: Path, shadow_wasm: Path,
                             wasm: Path = WASM, percent: int = 100,
                             control_plane_port: int | None = None,
-                            node_id: str = "sluice-envoy") -> str:
+                            node_id: str = "sluice-envoy",
+                            control_plane_token: str | None = None) -> str:
     """Online shadow (docs/replay.md): a front listener routes every request
     to the primary Sluice listener and mirrors `percent` % of them to a
     shadow listener running another filter build (its own VM). Envoy drops
@@ -267,8 +332,9 @@ def render_shadow_bootstrap(*, primary_config: dict | None, shadow_config: dict,
         "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": str(access_log), "log_format": {"text_format_source": {"inline_string":
             "%REQ(X-REQUEST-ID)% %RESPONSE_CODE% usage=%FILTER_STATE(wasm.sluice_usage:PLAIN)%\n"}}}}]
-    logs = file_log + ([grpc_access_log()] if managed else [])
-    primary = ecds_filter() if managed else static_filter(primary_config or {}, wasm)
+    logs = file_log + ([grpc_access_log(control_plane_token)] if managed else [])
+    primary = (ecds_filter(token=control_plane_token) if managed
+               else static_filter(primary_config or {}, wasm))
     shadow = static_filter(shadow_config, shadow_wasm)
     # A VM of its own: another build must not share the primary's VM.
     shadow["typed_config"]["config"]["vm_config"]["vm_id"] = "sluice-shadow"
@@ -439,13 +505,16 @@ class ControlPlane:
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.token = token
         self.read_token = read_token
+        # Every gRPC call (ECDS, SDS, access logs) carries it.
+        self.grpc_token = secrets.token_hex(24)
         self.binary = binary
         self.args = [str(binary), "serve", "--db", str(self.db),
                      "--grpc", f"127.0.0.1:{self.grpc_port}",
                      "--admin", f"127.0.0.1:{self.admin_port}",
                      "--env-keys", ",".join(ALL_ENV_KEYS)]
         if push_keys:
-            self.args += ["--push-env", "SLUICE_MOCK_API_KEY"]
+            # Served over SDS to Envoy's credential_injector.
+            self.args += ["--provider-secrets", "SLUICE_MOCK_API_KEY"]
             self.env["SLUICE_MOCK_API_KEY"] = MOCK_PROVIDER_SECRET
         if wasm_remote:
             self.args += ["--wasm-url", f"{self.admin_url}/wasm/sluice.wasm",
@@ -466,7 +535,8 @@ class ControlPlane:
     def start(self) -> None:
         self.log = open(self.workdir / "control-plane.log", "ab")
         env = {**os.environ, "SLUICE_ADMIN_TOKEN": self.token,
-               "SLUICE_ADMIN_READ_TOKEN": self.read_token, **self.env}
+               "SLUICE_ADMIN_READ_TOKEN": self.read_token, "SLUICE_GRPC_TOKEN": self.grpc_token,
+               **self.env}
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log, env=env)
         deadline = time.monotonic() + 30
         while True:
@@ -551,7 +621,8 @@ class Stack:
                     access_log=self.access_log, shadow_wasm=shadow.get("wasm", WASM),
                     percent=shadow.get("percent", 100),
                     control_plane_port=self.cp.grpc_port if self.cp else None,
-                    node_id=f"envoy-{admin_port}")
+                    node_id=f"envoy-{admin_port}",
+                    control_plane_token=self.cp.grpc_token if self.cp else None)
             else:
                 bootstrap = render_bootstrap(
                     config=self.config, listen_port=self.port, admin_port=admin_port,
@@ -559,7 +630,9 @@ class Stack:
                     real_clusters=real_clusters, listen_address=listen_address,
                     control_plane_port=self.cp.grpc_port if self.cp else None,
                     xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}",
-                    control_plane_admin_port=self.cp.admin_port if self.cp else None)
+                    control_plane_admin_port=self.cp.admin_port if self.cp else None,
+                    control_plane_token=self.cp.grpc_token if self.cp else None,
+                    injected_mock_secret="SLUICE_MOCK_API_KEY" if push_keys else None)
             self.envoy = Envoy(self.workdir, bootstrap, admin_port=admin_port,
                                concurrency=concurrency,
                                env={} if push_keys else
@@ -621,10 +694,38 @@ def cmd_run(args) -> int:
     workdir = ROOT / ".run"
     workdir.mkdir(exist_ok=True)
     managed = not args.static
-    stack = Stack(cfg, workdir=workdir, listen_port=args.port, concurrency=args.concurrency,
-                  real_clusters=True, chunk_delay_ms=args.chunk_delay_ms, managed=managed,
-                  control_plane_ports=(args.cp_grpc_port, args.cp_admin_port),
-                  admin_token=os.environ.get("SLUICE_ADMIN_TOKEN") or secrets.token_hex(16))
+    if not port_is_free(args.port):
+        print(f"sluice: port {args.port} is in use; choose another with SLUICE_PORT=…",
+              file=sys.stderr)
+        return 1
+    # The control plane's ports move out of the way of the listener and of
+    # anything already bound (one line says so), rather than failing.
+    cp_ports = []
+    for name, want in (("gRPC", args.cp_grpc_port), ("admin", args.cp_admin_port)):
+        port = want
+        if port == args.port or port in cp_ports or not port_is_free(port):
+            port = free_port()
+            if managed:
+                print(f"sluice: control-plane {name} port {want} is taken; using {port}",
+                      file=sys.stderr)
+        cp_ports.append(port)
+    try:
+        stack = Stack(cfg, workdir=workdir, listen_port=args.port, concurrency=args.concurrency,
+                      real_clusters=True, chunk_delay_ms=args.chunk_delay_ms, managed=managed,
+                      control_plane_ports=(cp_ports[0], cp_ports[1]),
+                      admin_token=os.environ.get("SLUICE_ADMIN_TOKEN") or secrets.token_hex(16))
+    except (RuntimeError, OSError) as e:
+        print(f"sluice: could not start: {e}", file=sys.stderr)
+        return 1
+    if stack.cp:
+        # Demo prices for the mock models, so budgets work on them (a key
+        # with a budget is refused on a model without a price).
+        prices = workdir / "demo-prices.json"
+        prices.write_text(json.dumps({m: {"input_cost_per_token": 1e-06,
+                                          "output_cost_per_token": 2e-06, "mode": "chat"}
+                                      for m in ("mock-gpt-upstream", "mock-claude-upstream",
+                                                "mock-gemini-upstream")}))
+        stack.cp.cli("prices", "import", str(prices))
     models = ", ".join(m["name"] for m in cfg.get("models", []))
     cp = ""
     if stack.cp:
@@ -672,7 +773,8 @@ def cmd_render(args) -> int:
     cfg = json.loads(Path(args.config).read_text()) if args.config else demo_config()
     out = render_bootstrap(config=cfg, listen_port=args.port, admin_port=args.admin_port,
                            mock_port=args.mock_port, access_log=Path(args.access_log),
-                           wasm=Path(args.wasm), control_plane_port=args.control_plane_port)
+                           wasm=Path(args.wasm), control_plane_port=args.control_plane_port,
+                           control_plane_token=os.environ.get("SLUICE_GRPC_TOKEN"))
     Path(args.out).write_text(out) if args.out else sys.stdout.write(out)
     return 0
 

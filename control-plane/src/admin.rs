@@ -249,6 +249,8 @@ struct NewKey {
     #[serde(default)]
     tpm: Option<i64>,
     #[serde(default)]
+    concurrent_streams: Option<i64>,
+    #[serde(default)]
     expires_at: Option<i64>,
 }
 
@@ -285,6 +287,15 @@ async fn create_key(
     check_period(&period)?;
     let period_for_start = period.clone();
     check_budget(nk.budget_usd)?;
+    for (name, v) in [
+        ("rpm", nk.rpm),
+        ("tpm", nk.tpm),
+        ("concurrent_streams", nk.concurrent_streams),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(bad(format!("{name} must be a number >= 0")));
+        }
+    }
     let secret = format!("sk-sluice-{}", random_hex(24)?);
     let row = KeyRow {
         id: format!("key_{}", random_hex(6)?),
@@ -295,6 +306,7 @@ async fn create_key(
         models: nk.models,
         rpm: nk.rpm,
         tpm: nk.tpm,
+        concurrent_streams: nk.concurrent_streams,
         budget_usd: nk.budget_usd,
         budget_period: period,
         expires_at: nk.expires_at,

@@ -24,10 +24,6 @@ pub struct WasmSpec {
     pub code: WasmCode,
     pub vm_id: String,
     pub env_keys: Vec<String>,
-    /// Variables whose values the control plane pushes into the VM
-    /// (`key_values`): provider keys kept in the control plane's Secret
-    /// instead of every proxy's environment.
-    pub pushed_env: std::collections::BTreeMap<String, String>,
 }
 
 impl WasmSpec {

@@ -27,6 +27,9 @@ pub enum KeysCmd {
         /// Tokens per minute (per Envoy).
         #[arg(long)]
         tpm: Option<i64>,
+        /// Streams open at once (per Envoy).
+        #[arg(long)]
+        concurrent_streams: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -261,11 +264,13 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
             expires_at,
             rpm,
             tpm,
+            concurrent_streams,
             json,
         }) => {
             let body = json!({"name": name, "owner": owner, "models": models,
                               "budget_usd": budget_usd, "budget_period": period,
-                              "expires_at": expires_at, "rpm": rpm, "tpm": tpm});
+                              "expires_at": expires_at, "rpm": rpm, "tpm": tpm,
+                              "concurrent_streams": concurrent_streams});
             let v = c.call("POST", "/v1/keys", Some(body.to_string().into_bytes()))?;
             if json {
                 println!("{v}");

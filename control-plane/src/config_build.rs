@@ -23,6 +23,14 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             let spec = spec.map_err(|e| e.to_string())?;
             providers.push(serde_json::from_str(&spec).map_err(|e| e.to_string())?);
         }
+        // Keys the control plane serves over SDS are injected by Envoy
+        // upstream: the filter is told the secret's name, never its value.
+        let injected: Vec<String> = store::get_setting(c, "provider_secrets")?.unwrap_or_default();
+        for p in &mut providers {
+            if p.api_key_env.as_ref().is_some_and(|e| injected.contains(e)) {
+                p.api_key_secret = p.api_key_env.take();
+            }
+        }
     }
     let mut models = Vec::new();
     {
@@ -66,11 +74,13 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             }),
             _ => None,
         };
-        let limits = (k.rpm.is_some() || k.tpm.is_some()).then(|| KeyLimits {
-            rpm: k.rpm.map(|v| v.max(0) as u64),
-            tpm: k.tpm.map(|v| v.max(0) as u64),
-            concurrent_streams: None,
-        });
+        let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+        let limits = (k.rpm.is_some() || k.tpm.is_some() || k.concurrent_streams.is_some())
+            .then(|| KeyLimits {
+                rpm: limit(k.rpm),
+                tpm: limit(k.tpm),
+                concurrent_streams: limit(k.concurrent_streams),
+            });
         keys.push(VirtualKey {
             limits,
             budget,

@@ -9,6 +9,7 @@ mod cli;
 mod config_build;
 mod ingest;
 mod pricing;
+mod sds;
 mod shadow;
 mod store;
 mod xds;
@@ -20,6 +21,11 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand};
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+
+/// Largest access-log message accepted: above any batch Envoy sends (its
+/// buffer flushes at 16 KiB) plus capture records at their 8 MiB cap.
+const MAX_ACCESS_LOG_MESSAGE: usize = 64 << 20;
 use rusqlite::params;
 use tokio::sync::{mpsc, watch};
 
@@ -113,11 +119,18 @@ struct ServeArgs {
     /// Env vars exposed to the VM (provider keys), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "")]
     env_keys: Vec<String>,
-    /// Env vars of the control plane itself whose values are pushed into the
-    /// VM (provider keys from one Secret rather than every proxy's env; they
-    /// are then visible in Envoy's config dump, which Istio keeps local).
-    #[arg(long, value_delimiter = ',', default_value = "")]
-    push_env: Vec<String>,
+    /// Env vars of the control plane itself holding provider keys, served to
+    /// Envoy as SDS generic secrets of the same name for the
+    /// `credential_injector` on each provider's cluster (one Secret for the
+    /// keys rather than every proxy's env). Envoy redacts them in
+    /// `/config_dump`; they never enter the VM or the filter's config.
+    #[arg(long, alias = "push-env", value_delimiter = ',', default_value = "")]
+    provider_secrets: Vec<String>,
+    /// Token every gRPC call (ECDS, SDS, access logs) must carry as
+    /// `authorization: Bearer <token>` (Envoy: the grpc_service's
+    /// `initial_metadata`). Required.
+    #[arg(long, env = "SLUICE_GRPC_TOKEN", hide_env_values = true)]
+    grpc_token: Option<String>,
     /// A plugin configuration (JSON) to seed an empty database with.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -208,8 +221,13 @@ fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
                 name: k.name.clone(),
                 owner: String::new(),
                 models: k.models.clone(),
-                rpm: None,
-                tpm: None,
+                // A seeded key keeps the limits its config gave it.
+                rpm: k.limits.and_then(|l| l.rpm).map(|v| v.min(i64::MAX as u64) as i64),
+                tpm: k.limits.and_then(|l| l.tpm).map(|v| v.min(i64::MAX as u64) as i64),
+                concurrent_streams: k
+                    .limits
+                    .and_then(|l| l.concurrent_streams)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
                 budget_usd: None,
                 budget_period: "monthly".into(),
                 expires_at: k.expires_at.map(|t| t as i64),
@@ -241,9 +259,29 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
     if rw_token.is_empty() {
         return Err("serve needs an admin token: --token or SLUICE_ADMIN_TOKEN".into());
     }
+    let grpc_token: Arc<str> = match a.grpc_token.as_deref() {
+        Some(t) if t.len() >= 16 => Arc::from(t),
+        _ => {
+            return Err("serve needs a gRPC token of 16+ characters (--grpc-token or \
+                        SLUICE_GRPC_TOKEN): every Envoy sends it with its xDS and \
+                        access-log calls"
+                .into())
+        }
+    };
+    let provider_secrets: std::collections::BTreeMap<String, String> = a
+        .provider_secrets
+        .iter()
+        .filter(|k| !k.is_empty())
+        .filter_map(|k| Some((k.clone(), std::env::var(k).ok().filter(|v| !v.is_empty())?)))
+        .collect();
     let st = store::Store::open(&a.db).map_err(|e| format!("{}: {e}", a.db.display()))?;
     if let Some(p) = &a.seed {
         seed(&st, p)?;
+    }
+    {
+        // Which providers' keys Envoy injects (config_build reads it).
+        let names: Vec<&String> = provider_secrets.keys().collect();
+        store::put_setting(&st.lock(), "provider_secrets", Some(&names))?;
     }
     {
         let c = st.lock();
@@ -307,7 +345,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             let exact = a
                 .env_keys
                 .iter()
-                .chain(&a.push_env)
+                .chain(&a.provider_secrets)
                 .filter_map(|k| std::env::var(k).ok())
                 .collect();
             let sanitizer = sluice_replay::sanitize::Sanitizer::new(&salt, exact)?;
@@ -325,11 +363,10 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             resource_name: a.resource_name,
             code,
             vm_id: "sluice".into(),
-            env_keys: a.env_keys.into_iter().filter(|k| !k.is_empty()).collect(),
-            pushed_env: a
-                .push_env
-                .iter()
-                .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+            env_keys: a
+                .env_keys
+                .into_iter()
+                .filter(|k| !k.is_empty() && !provider_secrets.contains_key(k))
                 .collect(),
         },
         ingest: ingest_tx,
@@ -365,11 +402,27 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             "sluice: serving config version {version}; xDS + access logs on {}, admin on {}",
             a.grpc, a.admin
         );
+        use tonic::service::interceptor::InterceptedService;
+        let auth = sds::require_token(grpc_token);
         let grpc = tonic::transport::Server::builder()
-            .add_service(ExtensionConfigDiscoveryServiceServer::new(xds::Ecds {
-                app: app.clone(),
-            }))
-            .add_service(AccessLogServiceServer::new(als::Als { app: app.clone() }))
+            .add_service(InterceptedService::new(
+                ExtensionConfigDiscoveryServiceServer::new(xds::Ecds { app: app.clone() }),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                SecretDiscoveryServiceServer::new(sds::Sds {
+                    secrets: Arc::new(provider_secrets),
+                }),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                // Envoy batches records per flush; one large message (a
+                // capture record near its cap) must not be refused at
+                // tonic's 4 MiB default with its neighbours' usage records.
+                AccessLogServiceServer::new(als::Als { app: app.clone() })
+                    .max_decoding_message_size(MAX_ACCESS_LOG_MESSAGE),
+                auth,
+            ))
             .serve_with_shutdown(a.grpc, async {
                 let _ = tokio::signal::ctrl_c().await;
             });

@@ -107,6 +107,7 @@ CREATE INDEX usage_request_id ON usage (request_id);
     // Cache writes are billed above plain input (Anthropic: 1.25x).
     r#"
 ALTER TABLE prices ADD COLUMN cache_write_input_per_token REAL;
+ALTER TABLE keys ADD COLUMN concurrent_streams INTEGER;
 ALTER TABLE usage ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
@@ -157,6 +158,9 @@ pub struct KeyRow {
     pub models: Vec<String>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
+    /// Streams open at once (per Envoy).
+    #[serde(default)]
+    pub concurrent_streams: Option<i64>,
     pub budget_usd: Option<f64>,
     pub budget_period: String,
     pub expires_at: Option<i64>,
@@ -281,6 +285,7 @@ pub fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         models: serde_json::from_str(&models).unwrap_or_default(),
         rpm: r.get("rpm")?,
         tpm: r.get("tpm")?,
+        concurrent_streams: r.get("concurrent_streams")?,
         budget_usd: r.get("budget_usd")?,
         budget_period: r.get("budget_period")?,
         expires_at: r.get("expires_at")?,
@@ -302,8 +307,8 @@ pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO keys (id, sha256, prefix, name, owner, models, rpm, tpm, budget_usd,
                            budget_period, expires_at, status, created_at, budget_epoch,
-                           budget_base_usd, budget_period_start)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                           budget_base_usd, budget_period_start, concurrent_streams)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             k.id,
             k.sha256,
@@ -320,7 +325,8 @@ pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
             k.created_at,
             k.budget_epoch,
             k.budget_base_usd,
-            k.budget_period_start
+            k.budget_period_start,
+            k.concurrent_streams
         ],
     )?;
     Ok(())

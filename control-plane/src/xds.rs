@@ -82,20 +82,12 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
                 }),
             }),
         }),
+        // Only variable *names* (Envoy's own environment): values set here
+        // (`key_values`) would print in `/config_dump`. Keys the control
+        // plane holds go over SDS instead (sds.rs).
         environment_variables: Some(EnvironmentVariables {
-            // A name may be in one list only (Envoy NACKs duplicates);
-            // a pushed value wins.
-            host_env_keys: spec
-                .env_keys
-                .iter()
-                .filter(|k| !spec.pushed_env.contains_key(*k))
-                .cloned()
-                .collect(),
-            key_values: spec
-                .pushed_env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            host_env_keys: spec.env_keys.clone(),
+            key_values: Default::default(),
         }),
         ..Default::default()
     };

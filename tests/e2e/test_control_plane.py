@@ -351,7 +351,8 @@ def test_a_nack_is_visible_in_status(tmp_path):
     envoy = launch.Envoy(tmp_path, launch.render_bootstrap(
         config=None, listen_port=launch.free_port(), admin_port=admin, mock_port=1,
         access_log=tmp_path / "a.log", real_clusters=False, control_plane_port=cp.grpc_port,
-        node_id="nacking-envoy"), admin_port=admin, wait_ready=False)
+        node_id="nacking-envoy", control_plane_token=cp.grpc_token), admin_port=admin,
+        wait_ready=False)
     try:
         def nacked():
             nodes = cp.api("GET", "/v1/status")["nodes"]
@@ -433,3 +434,67 @@ def test_module_upgrade_reaches_reconnecting_delta_envoys(tmp_path):
         wait_for(lambda: chat(s, TEST_KEY).status_code == 200, timeout=10)
     finally:
         s.stop()
+
+
+def test_keys_carry_every_limit_the_filter_enforces(managed):
+    """`sluice keys create` sets rpm, tpm and concurrent streams, and the
+    push carries all three to the filter; a negative limit is refused."""
+    kid, key = new_key(managed, "--rpm", "100", "--tpm", "5000", "--concurrent-streams", "2")
+    cfg = managed.cp.api("GET", "/v1/config")["config"]
+    [k] = [k for k in cfg["keys"] if k["id"] == kid]
+    assert k["limits"] == {"rpm": 100, "tpm": 5000, "concurrent_streams": 2}
+    p = managed.cp.cli("keys", "create", "--name", "neg", "--concurrent-streams=-1",
+                       check=False)
+    assert p.returncode != 0 and "concurrent_streams" in p.stderr
+
+
+def test_provider_keys_never_reach_config_dump_and_grpc_needs_the_token(tmp_path):
+    """Provider keys held by the control plane go to Envoy as SDS generic
+    secrets for the credential_injector on the provider's cluster: requests
+    carry the key upstream, yet no byte of it is in `/config_dump` (EDS
+    included) or in the filter's pushed config. Every gRPC service of the
+    control plane refuses a caller without its token."""
+    import grpc
+    env_key = __import__("os").environ.pop("SLUICE_MOCK_API_KEY", None)
+    assert env_key is None  # Envoy must not inherit the provider key
+    with launch.Stack(gateway_config(), workdir=tmp_path, managed=True, push_keys=True,
+                      wasm_inline=True) as s:
+        r = chat(s, TEST_KEY)
+        assert r.status_code == 200, r.text
+        # The mock answers only with the right credential (it checks it).
+        [seen] = [q for q in s.mock.requests() if q.get("path", "").endswith("/chat/completions")][-1:]
+        assert launch.MOCK_PROVIDER_SECRET in json.dumps(seen), seen
+        with httpx.Client(timeout=10) as c:
+            dump = c.get(s.envoy.admin + "/config_dump?include_eds").text
+        assert launch.MOCK_PROVIDER_SECRET not in dump
+        assert "[redacted]" in dump  # the generic secret, as Envoy prints it
+        assert launch.MOCK_PROVIDER_SECRET not in json.dumps(s.cp.api("GET", "/v1/config"))
+
+        target = f"127.0.0.1:{s.cp.grpc_port}"
+        calls = {
+            "/envoy.service.extension.v3.ExtensionConfigDiscoveryService/FetchExtensionConfigs": b"",
+            # DiscoveryRequest{resource_names: ["SLUICE_MOCK_API_KEY"]}
+            "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets":
+                b"\x1a\x13SLUICE_MOCK_API_KEY",
+        }
+        # (The authorized ECDS answer carries the module inline: ~8 MB.)
+        with grpc.insecure_channel(target, options=[
+                ("grpc.max_receive_message_length", 64 << 20)]) as ch:
+            for method, req in calls.items():
+                call = ch.unary_unary(method, request_serializer=None,
+                                      response_deserializer=None)
+                for md in (None, [("authorization", "Bearer wrong-token-000000000")]):
+                    with pytest.raises(grpc.RpcError) as e:
+                        call(req, timeout=5, metadata=md)
+                    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, method
+                ok = call(req, timeout=5,
+                          metadata=[("authorization", f"Bearer {s.cp.grpc_token}")])
+                assert ok, method
+            # The access-log service: nobody can inject ledger rows without it.
+            rows = ledger_rows(s)
+            als = ch.stream_unary("/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+                                  request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as e:
+                als(iter([b""]), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert ledger_rows(s) == rows

@@ -305,6 +305,14 @@ pub struct Provider {
     /// Keys never appear in the configuration itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// Name of an SDS generic secret holding the key, which Envoy's
+    /// `credential_injector` (an upstream filter of `cluster`) adds to every
+    /// request to this provider: the key then never enters the VM, the
+    /// filter's configuration or `/config_dump`. The filter sets no
+    /// credential itself (it still strips the client's). Excludes
+    /// `api_key_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<String>,
 }
 
 /// How a provider credential is attached to the upstream request.

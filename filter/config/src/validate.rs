@@ -92,22 +92,36 @@ impl PluginConfig {
                             "must be a valid, non-reserved header name",
                         ));
                     }
-                    if p.api_key_env.is_none() {
+                    if p.api_key_env.is_none() && p.api_key_secret.is_none() {
                         errs.push(ConfigError::new(
                             format!("{at}.api_key_env"),
-                            "required when auth sends a credential",
+                            "api_key_env or api_key_secret is required when auth sends a credential",
                         ));
                     }
                 }
                 ProviderAuth::Bearer => {
-                    if p.api_key_env.is_none() {
+                    if p.api_key_env.is_none() && p.api_key_secret.is_none() {
                         errs.push(ConfigError::new(
                             format!("{at}.api_key_env"),
-                            "required when auth sends a credential",
+                            "api_key_env or api_key_secret is required when auth sends a credential",
                         ));
                     }
                 }
                 ProviderAuth::None => {}
+            }
+            if p.api_key_env.is_some() && p.api_key_secret.is_some() {
+                errs.push(ConfigError::new(
+                    format!("{at}.api_key_secret"),
+                    "excludes api_key_env: the key comes from Envoy or from the VM, not both",
+                ));
+            }
+            if let Some(name) = &p.api_key_secret {
+                if name.is_empty() || name.len() > 256 || name.bytes().any(|b| b.is_ascii_control()) {
+                    errs.push(ConfigError::new(
+                        format!("{at}.api_key_secret"),
+                        "must be an SDS secret name",
+                    ));
+                }
             }
             if let Some(env) = &p.api_key_env {
                 if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {

@@ -36,6 +36,18 @@ use crate::translate::Warnings;
 use crate::usage::{TokenUsage, UsageRecord, RECORD_VERSION};
 use crate::{anthropic, gemini, openai};
 
+/// Bytes of the client's `x-request-id` kept in the usage record.
+const MAX_REQUEST_ID: usize = 128;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate_chars(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    s.get(..end).unwrap_or_default()
+}
+
 /// Header the route uses (`cluster_header`) to pick the upstream cluster.
 pub const CLUSTER_HEADER: &str = "x-sluice-cluster";
 /// Response header listing what a translation could not carry over.
@@ -384,7 +396,10 @@ impl Flow {
     }
 
     pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
-        self.record.request_id = head.request_id.unwrap_or_default().to_string();
+        // Correlation only (the ledger keys on the gateway's own id), and
+        // bounded: the header is the client's.
+        self.record.request_id = truncate_chars(head.request_id.unwrap_or_default(), MAX_REQUEST_ID)
+            .to_string();
         self.record.config_version.clone_from(&gw.version);
         self.record.role = gw.shadow.map(|r| r.as_str());
         self.client_anthropic_version_missing = head.anthropic_version.is_none();
@@ -668,7 +683,6 @@ impl Flow {
             _ => return Err(GatewayError::invalid_request("missing model")),
         };
         self.record.stream = stream;
-        self.record.model = Some(model_name.clone());
         self.public_model.clone_from(&model_name);
         self.client_wants_usage = probe.as_ref().is_some_and(|p| p.client_wants_usage);
         let key = self
@@ -683,6 +697,10 @@ impl Flow {
                     crate::json_splice::top_level_member(body, b"stream") == Some(b"true");
             }
         })?;
+        // Only a configured name reaches the record (metric labels, the
+        // ledger): a client-chosen one — unknown, or not this key's — would
+        // give every request its own label and memo entry.
+        self.record.model = Some(model_name.clone());
         let target = model.pick();
         let provider = gw
             .provider(target.provider)
@@ -1505,6 +1523,38 @@ mod tests {
             BodyStep::Forward(_) => 200,
             BodyStep::Wait => 0,
         }
+    }
+
+    #[test]
+    fn client_chosen_names_never_reach_the_record_unbounded() {
+        let mut cfg: sluice_config::PluginConfig = serde_json::from_value(serde_json::json!({
+            "version": "v", "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "c",
+                           "host": "h", "base_path": "/v1", "api_key_env": "K"}],
+            "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "u"}]}]
+        }))
+        .unwrap();
+        cfg.limits.max_request_body_bytes = 2 << 20;
+        let g = Gateway::new(cfg, |_| Some("s".into())).unwrap();
+        // A 1 MiB model name and a huge multi-byte request id.
+        let rid = "r\u{e9}".repeat(100_000);
+        let h = RequestHead {
+            request_id: Some(&rid),
+            ..head("POST", "/v1/chat/completions", Some("Bearer sk-1"))
+        };
+        let mut f = Flow::new(0);
+        assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+        let b = format!(r#"{{"model":"{}","messages":[]}}"#, "m".repeat(1 << 20)).into_bytes();
+        let store = crate::budget::MemoryStore::default();
+        match f.on_request_body(&g, &store, b.len(), true, || Some(b)) {
+            BodyStep::Reply(r) => assert_eq!(r.status, 404),
+            other => panic!("expected 404, got {other:?}"),
+        }
+        let out = f.finish(1, &store);
+        assert!(out.len() < 2048, "{} bytes", out.len());
+        let rec: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rec["model"], Value::Null, "an unknown model is not a label");
+        assert!(rec["request_id"].as_str().unwrap().len() <= MAX_REQUEST_ID);
     }
 
     #[test]

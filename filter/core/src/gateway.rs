@@ -111,6 +111,7 @@ impl Gateway {
         let mut providers = Vec::with_capacity(cfg.providers.len());
         for p in cfg.providers {
             let credential = match (&p.auth, &p.api_key_env) {
+                // Injected by Envoy (`api_key_secret`), or no credential.
                 (ProviderAuth::None, _) | (_, None) => Credential::None,
                 (auth, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
                     None => Credential::Missing { env: var.clone() },
