@@ -137,7 +137,7 @@ async fn healthz(State(s): S) -> StatusCode {
     let ok = s
         .app
         .store
-        .lock()
+        .read()
         .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
         .is_ok();
     if ok {
@@ -173,7 +173,7 @@ async fn status(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
         .cloned()
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let c = s.app.store.lock();
+    let c = s.app.store.read();
     let mut st = c
         .prepare("SELECT node, vm, max_seq, received FROM log_streams ORDER BY node, vm")
         .map_err(internal)?;
@@ -203,6 +203,10 @@ async fn status(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
         "log_streams": streams,
         "lost_records_by_node": lost_by_node,
         "ledger_rows": ledger,
+        "ledger_write_failures": s
+            .app
+            .ledger_write_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
         "shadow": s.app.pairs.lock().unwrap_or_else(|p| p.into_inner()).summary(),
         "capture": s.app.capture_counters.status(s.app.capture_dir.as_ref()),
     })))
@@ -656,7 +660,7 @@ async fn usage_report(
         return Err(bad("days must be between 1 and 3660"));
     }
     let since = now_s() - q.days * 86_400;
-    let c = s.app.store.lock();
+    let c = s.app.store.read();
     let sql = format!(
         "SELECT COALESCE({col}, '-'), COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
                 SUM(cached_tokens), SUM(cost_usd), SUM(status >= 400)

@@ -89,6 +89,8 @@ pub struct App {
     pub capture_counters: Arc<crate::capture::Counters>,
     /// The module bytes served at `/wasm/sluice.wasm` (`--wasm-file`).
     pub wasm_bytes: Option<axum::body::Bytes>,
+    /// Ledger batch writes that failed and were retried (`sluice status`).
+    pub ledger_write_failures: std::sync::atomic::AtomicU64,
 }
 
 impl App {

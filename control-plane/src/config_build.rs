@@ -75,11 +75,13 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             _ => None,
         };
         let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
-        let limits = (k.rpm.is_some() || k.tpm.is_some() || k.concurrent_streams.is_some())
-            .then(|| KeyLimits {
-                rpm: limit(k.rpm),
-                tpm: limit(k.tpm),
-                concurrent_streams: limit(k.concurrent_streams),
+        let limits =
+            (k.rpm.is_some() || k.tpm.is_some() || k.concurrent_streams.is_some()).then(|| {
+                KeyLimits {
+                    rpm: limit(k.rpm),
+                    tpm: limit(k.tpm),
+                    concurrent_streams: limit(k.concurrent_streams),
+                }
             });
         keys.push(VirtualKey {
             limits,

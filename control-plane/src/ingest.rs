@@ -15,6 +15,8 @@ use crate::store::{self, now_s, UsageIn};
 
 const MAX_BATCH: usize = 512;
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<(String, UsageIn)>) {
     while let Some(first) = rx.recv().await {
@@ -26,16 +28,33 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<(String, UsageIn)>) {
                 _ => break,
             }
         }
-        let app2 = app.clone();
-        let res = tokio::task::spawn_blocking(move || write_batch(&app2, batch)).await;
-        match res {
-            Ok(Ok(keys)) if !keys.is_empty() => {
-                if let Err(e) = enforce_budgets(&app, Some(&keys)) {
-                    eprintln!("sluice: budget check failed: {e}");
+        // A failed write (disk full, a lock held too long) is retried with
+        // backoff until it lands: the batch stays here, and while it does
+        // the channel fills and the access-log streams wait (backpressure),
+        // rather than records being dropped.
+        let batch = Arc::new(batch);
+        let mut backoff = RETRY_FIRST;
+        let keys = loop {
+            let (app2, b) = (app.clone(), batch.clone());
+            match tokio::task::spawn_blocking(move || write_batch(&app2, &b)).await {
+                Ok(Ok(keys)) => break keys,
+                Ok(Err(e)) => {
+                    eprintln!(
+                        "sluice: ledger write of {} records failed ({e}); retrying in {backoff:?}",
+                        batch.len()
+                    );
+                    app.ledger_write_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                Err(e) => eprintln!("sluice: ledger writer task failed ({e}); retrying"),
             }
-            Ok(Err(e)) => eprintln!("sluice: ledger write failed: {e}"),
-            _ => {}
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_MAX);
+        };
+        if !keys.is_empty() {
+            if let Err(e) = enforce_budgets(&app, Some(&keys)) {
+                eprintln!("sluice: budget check failed: {e}");
+            }
         }
     }
 }
@@ -70,7 +89,7 @@ fn now_nanos() -> u64 {
 }
 
 /// Writes a batch; returns the keys that were charged.
-pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result<HashSet<String>> {
+pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<HashSet<String>> {
     let mut c = app.store.lock();
     let prices = store::list_prices(&c)?;
     let tx = c.transaction()?;
@@ -93,7 +112,7 @@ pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result
                 )
             })
             .unwrap_or(0.0);
-        let id = ledger_id(&node, &u);
+        let id = ledger_id(node, u);
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
                upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
@@ -136,8 +155,8 @@ pub fn write_batch(app: &App, batch: Vec<(String, UsageIn)>) -> rusqlite::Result
             )?;
         }
         if cost > 0.0 {
-            if let Some(k) = u.key_id {
-                charged.insert(k);
+            if let Some(k) = &u.key_id {
+                charged.insert(k.clone());
             }
         }
     }
@@ -206,6 +225,85 @@ pub async fn housekeeping(app: Arc<App>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_app(dir: &std::path::Path) -> (Arc<App>, mpsc::Receiver<(String, UsageIn)>) {
+        let store = store::Store::open(&dir.join("t.db")).unwrap();
+        let (version, config_json) = crate::config_build::publish(&store.lock()).unwrap();
+        let (snapshot, _) = tokio::sync::watch::channel(Arc::new(crate::app::Snapshot {
+            version,
+            config_json,
+        }));
+        let (tx, rx) = mpsc::channel(16);
+        let app = App {
+            store,
+            snapshot,
+            nodes: Default::default(),
+            wasm: crate::app::WasmSpec {
+                resource_name: "sluice".into(),
+                code: crate::app::WasmCode::Local("x.wasm".into()),
+                vm_id: "sluice".into(),
+                env_keys: vec![],
+            },
+            ingest: tx,
+            pairs: Default::default(),
+            capture: None,
+            capture_dir: None,
+            capture_counters: Default::default(),
+            wasm_bytes: None,
+            ledger_write_failures: Default::default(),
+        };
+        (Arc::new(app), rx)
+    }
+
+    #[tokio::test]
+    async fn a_failed_ledger_write_is_retried_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, rx) = test_app(dir.path());
+        // The disk refuses writes (as when full): every batch write fails.
+        app.store
+            .lock()
+            .pragma_update(None, "query_only", true)
+            .unwrap();
+        tokio::spawn(run(app.clone(), rx));
+        let u = UsageIn {
+            request_id: "r".into(),
+            vm: Some("vm".into()),
+            seq: Some(1),
+            status: 200,
+            ..Default::default()
+        };
+        app.ingest.send(("n".into(), u)).await.unwrap();
+        let failures = || {
+            app.ledger_write_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let rows = || -> i64 {
+            app.store
+                .read()
+                .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
+                .unwrap()
+        };
+        for _ in 0..200 {
+            if failures() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(failures() >= 2, "the write is retried");
+        assert_eq!(rows(), 0);
+        // The disk has room again: the same batch lands, once.
+        app.store
+            .lock()
+            .pragma_update(None, "query_only", false)
+            .unwrap();
+        for _ in 0..400 {
+            if rows() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows(), 1);
+    }
 
     fn rec(rid: &str, vm: Option<&str>, seq: Option<i64>) -> UsageIn {
         UsageIn {

@@ -222,8 +222,14 @@ fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
                 owner: String::new(),
                 models: k.models.clone(),
                 // A seeded key keeps the limits its config gave it.
-                rpm: k.limits.and_then(|l| l.rpm).map(|v| v.min(i64::MAX as u64) as i64),
-                tpm: k.limits.and_then(|l| l.tpm).map(|v| v.min(i64::MAX as u64) as i64),
+                rpm: k
+                    .limits
+                    .and_then(|l| l.rpm)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
+                tpm: k
+                    .limits
+                    .and_then(|l| l.tpm)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
                 concurrent_streams: k
                     .limits
                     .and_then(|l| l.concurrent_streams)
@@ -262,10 +268,12 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
     let grpc_token: Arc<str> = match a.grpc_token.as_deref() {
         Some(t) if t.len() >= 16 => Arc::from(t),
         _ => {
-            return Err("serve needs a gRPC token of 16+ characters (--grpc-token or \
+            return Err(
+                "serve needs a gRPC token of 16+ characters (--grpc-token or \
                         SLUICE_GRPC_TOKEN): every Envoy sends it with its xDS and \
                         access-log calls"
-                .into())
+                    .into(),
+            )
         }
     };
     let provider_secrets: std::collections::BTreeMap<String, String> = a
@@ -375,6 +383,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         capture_dir: a.capture_dir.clone(),
         capture_counters: capture_counters.clone(),
         wasm_bytes,
+        ledger_write_failures: Default::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -392,11 +401,27 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
             rw_token,
             ro_token: a.read_token,
         });
-        let listener = tokio::net::TcpListener::bind(a.admin)
-            .await
+        // The admin API runs on a runtime of its own: its handlers use
+        // sqlite synchronously, and a slow report must not take a worker
+        // that xDS and the access-log streams need.
+        let listener = std::net::TcpListener::bind(a.admin)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| format!("admin {}: {e}", a.admin))?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, admin::router(admin_state)).await;
+        let admin_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-admin")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            admin_rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        let _ = axum::serve(l, admin::router(admin_state)).await;
+                    }
+                    Err(e) => eprintln!("sluice: admin listener: {e}"),
+                }
+            })
         });
         eprintln!(
             "sluice: serving config version {version}; xDS + access logs on {}, admin on {}",

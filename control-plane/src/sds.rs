@@ -27,7 +27,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -56,7 +57,11 @@ fn encode(name: &str, value: &str) -> Any {
 /// The answer to a request for `names` (all secrets when none are named).
 /// A name the control plane does not hold is left out: Envoy keeps waiting
 /// for it, and the requests its injector guards are refused upstream-side.
-pub fn respond(secrets: &BTreeMap<String, String>, names: &[String], nonce: u64) -> DiscoveryResponse {
+pub fn respond(
+    secrets: &BTreeMap<String, String>,
+    names: &[String],
+    nonce: u64,
+) -> DiscoveryResponse {
     let resources = secrets
         .iter()
         .filter(|(k, _)| names.is_empty() || names.iter().any(|n| n == *k))
@@ -161,9 +166,12 @@ mod tests {
 
     #[test]
     fn answers_only_the_secrets_asked_for() {
-        let m: BTreeMap<_, _> = [("A".to_string(), "a-1".to_string()), ("B".into(), "b-2".into())]
-            .into_iter()
-            .collect();
+        let m: BTreeMap<_, _> = [
+            ("A".to_string(), "a-1".to_string()),
+            ("B".into(), "b-2".into()),
+        ]
+        .into_iter()
+        .collect();
         let r = respond(&m, &["B".into(), "C".into()], 3);
         assert_eq!(r.resources.len(), 1);
         let s = Secret::decode(r.resources[0].value.as_slice()).unwrap();
@@ -189,7 +197,13 @@ mod tests {
             check(r).map(|_| ()).map_err(|s| s.code())
         };
         assert_eq!(with(Some("Bearer tok-1")), Ok(()));
-        for bad in [None, Some("Bearer tok-2"), Some("tok-1"), Some("Bearer "), Some("Bearer tok-12")] {
+        for bad in [
+            None,
+            Some("Bearer tok-2"),
+            Some("tok-1"),
+            Some("Bearer "),
+            Some("Bearer tok-12"),
+        ] {
             assert_eq!(with(bad), Err(tonic::Code::Unauthenticated), "{bad:?}");
         }
     }

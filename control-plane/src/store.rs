@@ -146,6 +146,10 @@ pub fn put_setting<T: Serialize>(c: &Connection, name: &str, v: Option<&T>) -> R
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for reports and status: WAL lets it read while
+    /// the ledger writer holds `conn`, so a slow report never stalls
+    /// ingestion (or the other way round).
+    read: Option<Arc<Mutex<Connection>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -247,7 +251,14 @@ pub fn now_s() -> i64 {
 impl Store {
     pub fn open(path: &Path) -> rusqlite::Result<Store> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut st = Self::init(conn)?;
+        let read = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        read.busy_timeout(std::time::Duration::from_secs(5))?;
+        st.read = Some(Arc::new(Mutex::new(read)));
+        Ok(st)
     }
 
     fn init(mut conn: Connection) -> rusqlite::Result<Store> {
@@ -266,11 +277,21 @@ impl Store {
         }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            read: None,
         })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The read-only connection (the writer's when there is none).
+    pub fn read(&self) -> MutexGuard<'_, Connection> {
+        self.read
+            .as_ref()
+            .unwrap_or(&self.conn)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 

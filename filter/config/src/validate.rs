@@ -116,7 +116,8 @@ impl PluginConfig {
                 ));
             }
             if let Some(name) = &p.api_key_secret {
-                if name.is_empty() || name.len() > 256 || name.bytes().any(|b| b.is_ascii_control()) {
+                if name.is_empty() || name.len() > 256 || name.bytes().any(|b| b.is_ascii_control())
+                {
                     errs.push(ConfigError::new(
                         format!("{at}.api_key_secret"),
                         "must be an SDS secret name",

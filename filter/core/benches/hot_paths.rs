@@ -1,6 +1,17 @@
 //! Criterion micro-benchmarks of the per-request and per-event hot paths,
 //! native. `make bench-micro` runs them.
 
+// Test, benchmark and profiling code may panic: the no-panic lints are for
+// the filter itself (workspace Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects
+)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

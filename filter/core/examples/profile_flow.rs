@@ -5,6 +5,17 @@
 //!     cargo build --release --example profile_flow -p sluice-core
 //!     valgrind --tool=callgrind target/release/examples/profile_flow 2000 [translate]
 
+// Test, benchmark and profiling code may panic: the no-panic lints are for
+// the filter itself (workspace Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects
+)]
+
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
 
 #[path = "../benches/fixtures/mod.rs"]

@@ -73,9 +73,21 @@ mod tests {
     fn multi_byte_characters_at_the_scheme_boundary_never_panic() {
         // `Bearer` followed directly by `é`: byte 7 is inside the character.
         assert_eq!(presented_key(Some("Bearer\u{e9}sk-1"), None, None), None);
-        assert_eq!(presented_key(Some("\u{e9}\u{e9}\u{e9}\u{e9}"), None, None), None);
-        assert_eq!(presented_key(Some("bearer \u{e9}k"), None, None), Some("\u{e9}k"));
-        for s in ["B", "Bearer", "Bearer ", "\u{1F600}\u{1F600}", "Beare\u{e9}x"] {
+        assert_eq!(
+            presented_key(Some("\u{e9}\u{e9}\u{e9}\u{e9}"), None, None),
+            None
+        );
+        assert_eq!(
+            presented_key(Some("bearer \u{e9}k"), None, None),
+            Some("\u{e9}k")
+        );
+        for s in [
+            "B",
+            "Bearer",
+            "Bearer ",
+            "\u{1F600}\u{1F600}",
+            "Beare\u{e9}x",
+        ] {
             let _ = presented_key(Some(s), Some(s), Some(s));
         }
     }

@@ -14,7 +14,10 @@
 pub trait SharedStore {
     /// The value and its compare-and-swap token.
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes if `cas` still matches; false on a mismatch (retry).
+    /// Writes if `cas` still matches; false on a mismatch (retry). `None`
+    /// (the key was absent when read) creates only: false if another VM
+    /// created it in between, so concurrent first writes never overwrite
+    /// each other.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
@@ -41,8 +44,9 @@ fn decode(v: Option<Vec<u8>>) -> (u64, u64) {
         Some(b) if b.len() == 16 => {
             let mut s = [0u8; 8];
             let mut i = [0u8; 8];
-            s.copy_from_slice(&b[..8]);
-            i.copy_from_slice(&b[8..]);
+            let (spent, inflight) = b.split_at(8);
+            s.copy_from_slice(spent);
+            i.copy_from_slice(inflight);
             (u64::from_le_bytes(s), u64::from_le_bytes(i))
         }
         _ => (0, 0),
@@ -116,10 +120,13 @@ impl SharedStore for MemoryStore {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let mut m = self.map.borrow_mut();
         let cur = m.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != cur {
+        if cas != cur {
             return false;
         }
-        m.insert(key.to_string(), (value.to_vec(), cur.unwrap_or(0) + 1));
+        m.insert(
+            key.to_string(),
+            (value.to_vec(), cur.unwrap_or(0).wrapping_add(1).max(1)),
+        );
         true
     }
 }
@@ -140,6 +147,31 @@ mod tests {
         assert!(reserve(&s, 7, "k", 1.0, 0.3).is_some());
         // Another epoch starts from zero.
         assert!(reserve(&s, 8, "k", 1.0, 0.3).is_some());
+    }
+
+    #[test]
+    fn concurrent_first_writes_never_overwrite_each_other() {
+        // VM B reads the key absent, VM A creates it with its reservation,
+        // then B writes: B's create must fail and retry on A's value.
+        struct Racy<'a>(&'a MemoryStore, std::cell::Cell<bool>);
+        impl SharedStore for Racy<'_> {
+            fn get(&self, k: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                let got = self.0.get(k);
+                if !self.1.replace(true) {
+                    // A (another VM) gets in between B's read and write.
+                    assert!(reserve(self.0, 1, "k", 1.0, 0.4).is_some());
+                }
+                got
+            }
+            fn set(&self, k: &str, v: &[u8], cas: Option<u32>) -> bool {
+                self.0.set(k, v, cas)
+            }
+        }
+        let shared = MemoryStore::default();
+        let b = Racy(&shared, Default::default());
+        assert!(reserve(&b, 1, "k", 1.0, 0.4).is_some());
+        // Both reservations are in the counter: a third does not fit.
+        assert!(reserve(&shared, 1, "k", 1.0, 0.4).is_none());
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl Sampler {
         let full = self.seen.len() >= MAX_STRATA;
         let n = match self.seen.get_mut(stratum) {
             Some(n) => {
-                *n += 1;
+                *n = n.saturating_add(1);
                 *n
             }
             None if !full => {
@@ -42,11 +42,11 @@ impl Sampler {
                 1
             }
             None => {
-                self.overflow += 1;
+                self.overflow = self.overflow.saturating_add(1);
                 return every(cfg.sample_rate, self.overflow);
             }
         };
-        n <= min || every(cfg.sample_rate, n - min)
+        n <= min || every(cfg.sample_rate, n.saturating_sub(min))
     }
 }
 

@@ -166,9 +166,9 @@ pub fn truncate(s: &str, max: usize) -> &str {
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
-        end -= 1;
+        end = end.saturating_sub(1);
     }
-    &s[..end]
+    s.get(..end).unwrap_or_default()
 }
 
 #[cfg(test)]

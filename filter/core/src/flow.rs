@@ -95,7 +95,7 @@ impl Forward<'_> {
     /// a no-op edit — `:path` already right, a removal of an absent header, a
     /// removal followed by a set — is not made.
     pub fn header_edits<'s>(&'s self, present: &[(&str, &str)]) -> Vec<(&'s str, Option<&'s str>)> {
-        let mut out = Vec::with_capacity(self.remove.len() + self.set.len());
+        let mut out = Vec::with_capacity(self.remove.len().saturating_add(self.set.len()));
         for name in self.remove {
             let replaced = self.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
             if !replaced && present.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
@@ -176,6 +176,10 @@ enum ResponseMode {
         strip_usage_chunk: bool,
     },
     StreamTranslate(Box<StreamTranslator>),
+    /// The gateway already answered in the client's dialect (the provider's
+    /// body was too large to translate or check): the rest of the
+    /// provider's bytes are dropped, never appended to that answer.
+    Discard,
 }
 
 /// How the request reached its provider.
@@ -398,8 +402,8 @@ impl Flow {
     pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
         // Correlation only (the ledger keys on the gateway's own id), and
         // bounded: the header is the client's.
-        self.record.request_id = truncate_chars(head.request_id.unwrap_or_default(), MAX_REQUEST_ID)
-            .to_string();
+        self.record.request_id =
+            truncate_chars(head.request_id.unwrap_or_default(), MAX_REQUEST_ID).to_string();
         self.record.config_version.clone_from(&gw.version);
         self.record.role = gw.shadow.map(|r| r.as_str());
         self.client_anthropic_version_missing = head.anthropic_version.is_none();
@@ -689,6 +693,12 @@ impl Flow {
             .key_digest
             .and_then(|d| gw.key_by_digest(&d))
             .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
+        // Only a configured name reaches the record (metric labels, the
+        // ledger): a client-chosen one would give every request its own
+        // label and memo entry.
+        if gw.is_model(&model_name) {
+            self.record.model = Some(model_name.clone());
+        }
         let model = gw.model_for(key, &model_name).inspect_err(|_| {
             if !gemini && probe.is_none() {
                 // Refused before the parse: the record's `stream` as the
@@ -697,10 +707,6 @@ impl Flow {
                     crate::json_splice::top_level_member(body, b"stream") == Some(b"true");
             }
         })?;
-        // Only a configured name reaches the record (metric labels, the
-        // ledger): a client-chosen one — unknown, or not this key's — would
-        // give every request its own label and memo entry.
-        self.record.model = Some(model_name.clone());
         let target = model.pick();
         let provider = gw
             .provider(target.provider)
@@ -1003,6 +1009,7 @@ impl Flow {
             ResponseMode::StreamPass { .. } | ResponseMode::StreamTranslate(_) => true,
             ResponseMode::Buffer => end_of_stream,
             ResponseMode::Unknown | ResponseMode::Pass => self.capture.is_some(),
+            ResponseMode::Discard => false,
         }
     }
 
@@ -1068,20 +1075,31 @@ impl Flow {
         }
         match &mut self.mode {
             ResponseMode::Unknown | ResponseMode::Pass => ResponseBodyStep::Pass,
+            ResponseMode::Discard => {
+                // Never "delivered to the end": the client got an error.
+                self.record.completed = false;
+                ResponseBodyStep::Replace(Vec::new())
+            }
             ResponseMode::Buffer => {
                 if body_size as u64 > gw.limits.max_response_body_bytes {
-                    self.mode = ResponseMode::Pass;
-                    if route.translating() {
-                        self.record.completed = false;
-                        let err = GatewayError::new(
-                            502,
-                            crate::error::ErrorKind::Internal,
-                            "The provider's response is too large to translate.",
-                        );
-                        self.record.status = 502;
-                        return ResponseBodyStep::ReplaceWithStatus(502, err.render(route.client));
-                    }
-                    return ResponseBodyStep::Pass;
+                    // Only a body that is neither translated nor checked may
+                    // pass unread; otherwise the client gets a clear error
+                    // and nothing of the provider's body (a guardrail must
+                    // not be skipped because the answer is large).
+                    let why = if route.translating() {
+                        "The provider's response is too large to translate."
+                    } else if self.guard_response {
+                        "The provider's response is too large for the gateway's guardrails to check."
+                    } else {
+                        self.mode = ResponseMode::Pass;
+                        return ResponseBodyStep::Pass;
+                    };
+                    self.mode = ResponseMode::Discard;
+                    self.record.completed = false;
+                    let err = GatewayError::new(502, crate::error::ErrorKind::Internal, why);
+                    self.record.status = 502;
+                    self.record.error = Some(err.kind.code());
+                    return ResponseBodyStep::ReplaceWithStatus(502, err.render(route.client));
                 }
                 if !end_of_stream {
                     return ResponseBodyStep::Wait;
@@ -1319,12 +1337,14 @@ impl Flow {
             limits::settle(shared, &l, &a, actual);
         }
         if let Some((r, price)) = self.reservation.take() {
-            let actual = billed.map_or(0.0, |(u, _)| price.cost_with_cache_writes(
+            let actual = billed.map_or(0.0, |(u, _)| {
+                price.cost_with_cache_writes(
                     u.prompt_tokens,
                     u.completion_tokens,
                     u.cached_tokens,
                     u.cache_creation_tokens,
-                ));
+                )
+            });
             budget::settle(shared, &r, actual);
         }
         self.record.latency_ms = now_ms.saturating_sub(self.start_ms);
@@ -1555,6 +1575,65 @@ mod tests {
         let rec: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(rec["model"], Value::Null, "an unknown model is not a label");
         assert!(rec["request_id"].as_str().unwrap().len() <= MAX_REQUEST_ID);
+    }
+
+    #[test]
+    fn an_oversized_answer_is_an_error_and_nothing_of_the_raw_body() {
+        // Translated (Anthropic client, OpenAI provider), and a passthrough
+        // with response guardrails: neither may hand on unread bytes.
+        for (path, guard) in [("/v1/messages", false), ("/v1/chat/completions", true)] {
+            let mut cfg = serde_json::json!({
+                "version": "v", "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+                "providers": [{"name": "mock", "kind": "openai", "cluster": "c",
+                               "host": "h", "base_path": "/v1", "api_key_env": "K"}],
+                "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "u"}]}],
+                "limits": {"max_response_body_bytes": 1024}
+            });
+            if guard {
+                cfg["guardrails"] = serde_json::json!({"rules": [{"name": "e",
+                    "detector": "email", "action": "mask", "on": "response"}]});
+            }
+            let g =
+                Gateway::new(serde_json::from_value(cfg).unwrap(), |_| Some("s".into())).unwrap();
+            let mut f = Flow::new(0);
+            let h = RequestHead {
+                method: "POST",
+                path,
+                x_api_key: Some("sk-1"),
+                anthropic_version: Some("2023-06-01"),
+                request_id: Some("r"),
+                ..Default::default()
+            };
+            assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+            let b = br#"{"model":"mock-gpt","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#.to_vec();
+            let store = crate::budget::MemoryStore::default();
+            assert!(matches!(
+                f.on_request_body(&g, &store, b.len(), true, || Some(b)),
+                BodyStep::Forward(_)
+            ));
+            let hs = f.on_response_headers(&g, 200, Some("application/json"));
+            assert!(hs.hold, "{path}");
+            let raw = vec![b'x'; 2000];
+            match f.on_response_body(&g, raw.len(), false, 1, || Some(raw.clone())) {
+                ResponseBodyStep::ReplaceWithStatus(502, body) => {
+                    assert!(!body.windows(3).any(|w| w == b"xxx"));
+                }
+                other => panic!("{path}: expected a 502, got {other:?}"),
+            }
+            for eos in [false, true] {
+                assert!(!f.needs_response_bytes(eos));
+                assert_eq!(
+                    f.on_response_body(&g, 2000, eos, 2, || Some(vec![b'y'; 2000])),
+                    ResponseBodyStep::Replace(Vec::new()),
+                    "{path}: the rest of the provider's body is dropped"
+                );
+            }
+            let rec = finish_json(&mut f, 3);
+            assert_eq!(
+                (rec["status"].as_u64(), rec["completed"].as_bool()),
+                (Some(502), Some(false))
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,15 @@ pub struct TargetEntry {
     pub price: Option<sluice_config::TokenPrice>,
 }
 
+/// What `pick` answers for a model without targets (which validation
+/// refuses): a provider index that names no provider, so the request gets
+/// a clear 503 rather than a panic.
+static NO_TARGET: TargetEntry = TargetEntry {
+    provider: usize::MAX,
+    upstream_model: String::new(),
+    price: None,
+};
+
 #[derive(Debug)]
 pub struct ModelEntry {
     pub name: String,
@@ -69,7 +78,11 @@ impl ModelEntry {
         // The picker only returns indices below its length, which is
         // the number of targets; fall back to the first defensively.
         let i = self.picker.pick();
-        self.targets.get(i).unwrap_or(&self.targets[0])
+        match self.targets.get(i).or_else(|| self.targets.first()) {
+            Some(t) => t,
+            // Validation refuses a model without targets; unreachable.
+            None => &NO_TARGET,
+        }
     }
 }
 
@@ -172,7 +185,13 @@ impl Gateway {
         for k in cfg.keys {
             let mut digest = [0u8; 32];
             for (i, b) in digest.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&k.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
+                // Validated as 64 hex digits; anything else matches no key.
+                let at = i.saturating_mul(2);
+                *b = k
+                    .sha256
+                    .get(at..at.saturating_add(2))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
             }
             keys.insert(
                 digest,
@@ -267,6 +286,11 @@ impl Gateway {
             Some(m) if key.may_use(name) && !m.targets.is_empty() => Ok(m),
             _ => Err(GatewayError::model_not_found(name)),
         }
+    }
+
+    /// Whether `name` is a configured model (whoever may use it).
+    pub fn is_model(&self, name: &str) -> bool {
+        self.models.contains_key(name)
     }
 
     /// The models a key may use, in configuration order.

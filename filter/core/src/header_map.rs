@@ -27,10 +27,12 @@ pub fn parse(bytes: &[u8]) -> Vec<(&str, &str)> {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(n);
-    let mut p = 4 + n * 8;
+    // n ≤ len / 10 (checked above), so these offsets stay far below usize::MAX.
+    let mut p = n.saturating_mul(8).saturating_add(4);
     for i in 0..n {
-        let s = 4 + i * 8;
-        let (Some(kl), Some(vl)) = (read_u32(bytes, s), read_u32(bytes, s + 4)) else {
+        let s = i.saturating_mul(8).saturating_add(4);
+        let (Some(kl), Some(vl)) = (read_u32(bytes, s), read_u32(bytes, s.saturating_add(4)))
+        else {
             break;
         };
         let Some((name, next)) = take(bytes, p, kl as usize) else {
@@ -54,8 +56,8 @@ pub fn get<'a>(pairs: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
 }
 
 /// `len` bytes at `at` and the offset after their NUL terminator.

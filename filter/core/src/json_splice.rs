@@ -9,9 +9,14 @@
 use serde_json::value::RawValue;
 
 /// Byte range of a borrowed raw value inside the buffer it was parsed from.
+/// (An empty range at the end if `raw` is not inside `buf`: `apply` then
+/// edits nothing there rather than failing.)
 pub fn span_of(buf: &[u8], raw: &RawValue) -> std::ops::Range<usize> {
-    let start = raw.get().as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + raw.get().len()
+    let start = (raw.get().as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match start.checked_add(raw.get().len()) {
+        Some(end) if end <= buf.len() => start..end,
+        _ => buf.len()..buf.len(),
+    }
 }
 
 /// An edit to apply to the body.
@@ -28,37 +33,42 @@ pub enum Edit {
 }
 
 /// Applies non-overlapping edits; returns the new body.
+/// An edit whose range is out of bounds or overlaps an earlier one is
+/// skipped (edits come from spans of the same body, so none is).
 pub fn apply(body: &[u8], mut edits: Vec<Edit>) -> Vec<u8> {
-    let extra: usize = edits
+    let extra = edits.iter().fold(0usize, |n, e| match e {
+        Edit::Replace { with, .. } => n.saturating_add(with.len()),
+        Edit::InsertFirst { member } => n.saturating_add(member.len()).saturating_add(1),
+    });
+    let mut out = Vec::with_capacity(body.len().saturating_add(extra));
+    let open = body
         .iter()
-        .map(|e| match e {
-            Edit::Replace { with, .. } => with.len(),
-            Edit::InsertFirst { member } => member.len() + 1,
-        })
-        .sum();
-    let mut out = Vec::with_capacity(body.len() + extra);
-    let open = body.iter().position(|b| *b == b'{').map_or(0, |i| i + 1);
+        .position(|b| *b == b'{')
+        .map_or(0, |i| i.saturating_add(1));
     edits.sort_by_key(|e| match e {
         Edit::Replace { range, .. } => range.start,
         Edit::InsertFirst { .. } => open,
     });
     let mut at = 0;
     for e in edits {
-        match e {
-            Edit::Replace { range, with } => {
-                out.extend_from_slice(&body[at..range.start]);
-                out.extend_from_slice(&with);
-                at = range.end;
+        let (upto, insert, next) = match e {
+            Edit::Replace { range, with } => (range.start, with, range.end),
+            Edit::InsertFirst { mut member } => {
+                member.push(b',');
+                (open, member, open)
             }
-            Edit::InsertFirst { member } => {
-                out.extend_from_slice(&body[at..open]);
-                out.extend_from_slice(&member);
-                out.push(b',');
-                at = open;
-            }
+        };
+        let Some(kept) = body.get(at..upto) else {
+            continue;
+        };
+        if next < upto || next > body.len() {
+            continue;
         }
+        out.extend_from_slice(kept);
+        out.extend_from_slice(&insert);
+        at = next;
     }
-    out.extend_from_slice(&body[at..]);
+    out.extend_from_slice(body.get(at..).unwrap_or_default());
     out
 }
 
@@ -103,49 +113,51 @@ mod tests {
 /// response's `usage`) is wanted. `None` if absent or not an object.
 pub fn top_level_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut i = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[i] != b'{' {
+    if *body.get(i)? != b'{' {
         return None;
     }
-    i += 1;
+    i = i.saturating_add(1);
     let mut depth = 1usize;
     // At depth 1, the next string is a key when `expect_key`.
     let mut expect_key = true;
-    while i < body.len() {
-        match body[i] {
+    while let Some(&b) = body.get(i) {
+        match b {
             b'"' => {
-                let start = i + 1;
-                let Some(end) = string_end(body, start) else {
-                    return None; // unterminated string
-                };
-                i = end + 1;
+                let start = i.saturating_add(1);
+                // None: an unterminated string.
+                let end = string_end(body, start)?;
+                i = end.saturating_add(1);
                 if depth == 1 && expect_key {
                     expect_key = false;
-                    if &body[start..end] == key {
-                        while i < body.len() && (body[i].is_ascii_whitespace() || body[i] == b':') {
-                            i += 1;
+                    if body.get(start..end)? == key {
+                        while body
+                            .get(i)
+                            .is_some_and(|c| c.is_ascii_whitespace() || *c == b':')
+                        {
+                            i = i.saturating_add(1);
                         }
-                        let v = &body[i..];
+                        let v = body.get(i..)?;
                         // The value runs to the next `,` or `}` at depth 1.
                         let len = value_len(v)?;
-                        return Some(&v[..len]);
+                        return v.get(..len);
                     }
                 }
             }
             b'{' | b'[' => {
-                depth += 1;
-                i += 1;
+                depth = depth.saturating_add(1);
+                i = i.saturating_add(1);
             }
             b'}' | b']' => {
                 depth = depth.checked_sub(1)?;
-                i += 1;
+                i = i.saturating_add(1);
             }
             b',' => {
                 if depth == 1 {
                     expect_key = true;
                 }
-                i += 1;
+                i = i.saturating_add(1);
             }
-            _ => i += 1,
+            _ => i = i.saturating_add(1),
         }
     }
     None
@@ -156,42 +168,42 @@ pub fn top_level_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// byte: strings are most of a chat body's bytes.
 fn string_end(v: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        let at = from + memchr::memchr2(b'"', b'\\', v.get(from..)?)?;
-        if v[at] == b'"' {
+        let at = from.checked_add(memchr::memchr2(b'"', b'\\', v.get(from..)?)?)?;
+        if *v.get(at)? == b'"' {
             return Some(at);
         }
-        from = at + 2; // the escaped byte, whatever it is
+        from = at.checked_add(2)?; // the escaped byte, whatever it is
     }
 }
 
 /// Length of the JSON value at the start of `v`.
 fn value_len(v: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
+    let mut i = 0usize;
+    while let Some(&b) = v.get(i) {
+        match b {
             b'"' => {
-                i = string_end(v, i + 1).map_or(v.len(), |e| e + 1);
+                i = string_end(v, i.saturating_add(1)).map_or(v.len(), |e| e.saturating_add(1));
                 if depth == 0 {
                     return Some(i.min(v.len()));
                 }
             }
             b'{' | b'[' => {
-                depth += 1;
-                i += 1;
+                depth = depth.saturating_add(1);
+                i = i.saturating_add(1);
             }
             b'}' | b']' => {
-                if depth == 0 {
+                let Some(d) = depth.checked_sub(1) else {
                     return Some(i);
-                }
-                depth -= 1;
-                i += 1;
+                };
+                depth = d;
+                i = i.saturating_add(1);
                 if depth == 0 {
                     return Some(i);
                 }
             }
             b',' if depth == 0 => return Some(i),
-            _ => i += 1,
+            _ => i = i.saturating_add(1),
         }
     }
     (depth == 0).then_some(v.len())

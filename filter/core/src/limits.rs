@@ -77,9 +77,9 @@ fn streams_slot(key_id: &str) -> String {
 fn decode(v: Option<Vec<u8>>) -> (u64, u64, u64) {
     let mut f = [0u64; 3];
     if let Some(b) = v.filter(|b| b.len() == 24) {
-        for (i, x) in f.iter_mut().enumerate() {
+        for (x, word) in f.iter_mut().zip(b.chunks_exact(8)) {
             let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            w.copy_from_slice(word);
             *x = u64::from_le_bytes(w);
         }
     }
@@ -115,10 +115,12 @@ pub fn admit(
     now_s: u64,
 ) -> (Result<Admission, Refusal>, Status) {
     let window = now_s / 60;
-    let reset_s = 60 - now_s % 60;
+    let reset_s = 60u64.saturating_sub(now_s % 60);
     if stream {
         if let Some(max) = l.concurrent_streams {
-            let ok = update_counter(store, &streams_slot(key_id), |n| (n < max).then_some(n + 1));
+            let ok = update_counter(store, &streams_slot(key_id), |n| {
+                (n < max).then_some(n.saturating_add(1))
+            });
             if !ok {
                 return (Err(Refusal::Streams), status(l, 0, 0, reset_s));
             }
@@ -132,24 +134,26 @@ pub fn admit(
             req = 0;
             tok = 0;
         }
-        if l.rpm.is_some_and(|m| req + 1 > m) {
+        // Counts saturate: client-supplied estimates are added here.
+        let (req1, tok1) = (req.saturating_add(1), tok.saturating_add(estimated_tokens));
+        if l.rpm.is_some_and(|m| req1 > m) {
             release_stream(store, key_id, l, stream);
             return (Err(Refusal::Requests), status(l, req, tok, reset_s));
         }
         // A request larger than the whole budget is still admitted into an
         // empty window, or it could never run.
-        if l.tpm.is_some_and(|m| tok > 0 && tok + estimated_tokens > m) {
+        if l.tpm.is_some_and(|m| tok > 0 && tok1 > m) {
             release_stream(store, key_id, l, stream);
             return (Err(Refusal::Tokens), status(l, req, tok, reset_s));
         }
-        if store.set(&key, &encode(window, req + 1, tok + estimated_tokens), cas) {
+        if store.set(&key, &encode(window, req1, tok1), cas) {
             let adm = Admission {
                 key_id: key_id.to_string(),
                 window,
                 tokens_charged: estimated_tokens,
                 stream,
             };
-            return (Ok(adm), status(l, req + 1, tok + estimated_tokens, reset_s));
+            return (Ok(adm), status(l, req1, tok1, reset_s));
         }
     }
     // Persistent contention: fail open rather than refuse on our own fault.
@@ -206,7 +210,7 @@ pub fn settle(store: &dyn SharedStore, l: &KeyLimits, a: &Admission, actual_toke
         if w != a.window {
             return; // the window has moved on
         }
-        let tok = (tok + actual).saturating_sub(a.tokens_charged);
+        let tok = tok.saturating_add(actual).saturating_sub(a.tokens_charged);
         if store.set(&key, &encode(w, req, tok), cas) {
             return;
         }

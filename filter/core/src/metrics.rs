@@ -59,7 +59,7 @@ fn clean(v: &str) -> String {
 }
 
 fn name(base: &str, labels: &[(&str, &str)]) -> String {
-    let mut n = String::with_capacity(base.len() + 64);
+    let mut n = String::with_capacity(base.len().saturating_add(64));
     n.push_str(base);
     for (k, v) in labels {
         n.push(';');
@@ -110,8 +110,9 @@ fn each(
         500..=599 => "5xx",
         _ => "other",
     };
-    // The key label goes last, only on the counters that carry it.
-    let k = if per_key { 1 } else { 0 };
+    // The key label goes last, only on the counters that carry it: `with`
+    // n labels is the first n, plus the key when per-key metrics are on.
+    let with = |n: usize| if per_key { n.saturating_add(1) } else { n };
     let labels = [
         ("provider", provider),
         ("model", model),
@@ -122,7 +123,7 @@ fn each(
     let mut requests = [labels[0], labels[1], labels[2], labels[3], labels[4]];
     f(
         "sluice_requests_total",
-        &requests[..4 + k],
+        requests.get(..with(4)).unwrap_or_default(),
         Kind::Counter,
         1,
     );
@@ -133,7 +134,7 @@ fn each(
         requests[2] = ("key", key);
         f(
             "sluice_rejections_total",
-            &requests[..2 + k],
+            requests.get(..with(2)).unwrap_or_default(),
             Kind::Counter,
             1,
         );
@@ -166,7 +167,12 @@ fn each(
             continue;
         }
         let l = [base[0], base[1], ("token_type", token_type), ("key", key)];
-        f("sluice_tokens_total", &l[..3 + k], Kind::Counter, v);
+        f(
+            "sluice_tokens_total",
+            l.get(..with(3)).unwrap_or_default(),
+            Kind::Counter,
+            v,
+        );
         if token_type != "cached_input" {
             f("gen_ai_client_token_usage", &l[..3], Kind::Histogram, v);
         }
@@ -273,7 +279,7 @@ impl<T: Copy> MetricIds<T> {
             }
             if let Some(id) = define(&name(base, labels), kind) {
                 bucket.push((scratch.as_slice().into(), id));
-                *len += 1;
+                *len = len.saturating_add(1);
                 record(id, kind, value);
             }
         });

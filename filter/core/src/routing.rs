@@ -18,7 +18,7 @@ impl WeightedPicker {
     /// `weights` must be non-empty and positive (validated with the config).
     pub fn new(weights: impl IntoIterator<Item = u32>) -> Self {
         let weights: Vec<i64> = weights.into_iter().map(i64::from).collect();
-        let total = weights.iter().sum();
+        let total = weights.iter().fold(0i64, |t, w| t.saturating_add(*w));
         let current = RefCell::new(vec![0; weights.len()]);
         WeightedPicker {
             weights,
@@ -31,15 +31,23 @@ impl WeightedPicker {
         if self.weights.len() <= 1 {
             return 0;
         }
+        // Smooth weighted round robin. Weights are u32 and counters stay
+        // within ±total, so i64 arithmetic never saturates in practice.
         let mut cur = self.current.borrow_mut();
         let mut best = 0;
-        for (i, w) in self.weights.iter().enumerate() {
-            cur[i] += w;
-            if cur[i] > cur[best] {
+        let mut best_value = i64::MIN;
+        for (c, w) in cur.iter_mut().zip(&self.weights) {
+            *c = c.saturating_add(*w);
+        }
+        for (i, c) in cur.iter().enumerate() {
+            if *c > best_value {
                 best = i;
+                best_value = *c;
             }
         }
-        cur[best] -= self.total;
+        if let Some(c) = cur.get_mut(best) {
+            *c = c.saturating_sub(self.total);
+        }
         best
     }
 }

@@ -56,7 +56,7 @@ impl SseParser {
     ) -> Result<(), EventTooLarge> {
         if self.carry.is_empty() {
             let consumed = scan(chunk, end_of_stream, &mut on_event);
-            let rest = &chunk[consumed..];
+            let rest = chunk.get(consumed..).unwrap_or_default();
             if rest.len() > self.max_event_bytes {
                 return Err(EventTooLarge {
                     limit: self.max_event_bytes,
@@ -69,13 +69,13 @@ impl SseParser {
             let mut buf = std::mem::take(&mut self.carry);
             buf.extend_from_slice(chunk);
             let consumed = scan(&buf, end_of_stream, &mut on_event);
-            let rest_len = buf.len() - consumed;
+            let rest_len = buf.len().saturating_sub(consumed);
             if rest_len > self.max_event_bytes {
                 return Err(EventTooLarge {
                     limit: self.max_event_bytes,
                 });
             }
-            buf.drain(..consumed);
+            buf.drain(..consumed.min(buf.len()));
             self.carry = buf;
         }
         Ok(())
@@ -83,29 +83,34 @@ impl SseParser {
 }
 
 /// Scans complete events from `buf`, returns how many bytes were consumed.
+/// Positions only grow and stay within `buf`, so the `saturating_add`s never
+/// saturate; they are there so no arithmetic can panic.
 fn scan(buf: &[u8], eof: bool, on_event: &mut impl FnMut(SseEvent<'_>)) -> usize {
-    let mut event_start = 0;
-    let mut pos = 0;
+    let mut event_start = 0usize;
+    let mut pos = 0usize;
     let mut ev = Partial::default();
-    while let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
-        let line_end = pos + rel;
-        let next = if buf[line_end] == b'\r' {
-            match buf.get(line_end + 1) {
-                Some(b'\n') => line_end + 2,
-                Some(_) => line_end + 1,
+    while let Some(rel) = buf
+        .get(pos..)
+        .and_then(|b| memchr::memchr2(b'\n', b'\r', b))
+    {
+        let line_end = pos.saturating_add(rel);
+        let next = if buf.get(line_end) == Some(&b'\r') {
+            match buf.get(line_end.saturating_add(1)) {
+                Some(b'\n') => line_end.saturating_add(2),
+                Some(_) => line_end.saturating_add(1),
                 // A lone trailing CR may be the first half of CRLF.
-                None if eof => line_end + 1,
+                None if eof => line_end.saturating_add(1),
                 None => break,
             }
         } else {
-            line_end + 1
+            line_end.saturating_add(1)
         };
         let line_start = pos;
-        let line = &buf[line_start..line_end];
+        let line = buf.get(line_start..line_end).unwrap_or_default();
         pos = next;
         if line.is_empty() {
-            if pos - event_start > 0 {
-                let raw = &buf[event_start..pos];
+            if pos > event_start {
+                let raw = buf.get(event_start..pos).unwrap_or_default();
                 on_event(ev.finish(buf, raw));
             }
             ev = Partial::default();
@@ -116,11 +121,11 @@ fn scan(buf: &[u8], eof: bool, on_event: &mut impl FnMut(SseEvent<'_>)) -> usize
     }
     if eof && event_start < buf.len() {
         // Deliver a final unterminated event: include any last line too.
-        let tail = &buf[pos..];
+        let tail = buf.get(pos..).unwrap_or_default();
         if !tail.is_empty() {
             ev.line(pos, tail);
         }
-        let raw = &buf[event_start..];
+        let raw = buf.get(event_start..).unwrap_or_default();
         on_event(ev.finish(buf, raw));
         return buf.len();
     }
@@ -137,20 +142,23 @@ struct Partial {
 
 impl Partial {
     fn line(&mut self, start: usize, line: &[u8]) {
-        if line[0] == b':' {
+        if line.first() == Some(&b':') {
             return; // comment
         }
         let (name, value_off) = match memchr::memchr(b':', line) {
             Some(i) => {
-                let mut v = i + 1;
+                let mut v = i.saturating_add(1);
                 if line.get(v) == Some(&b' ') {
-                    v += 1;
+                    v = v.saturating_add(1);
                 }
-                (&line[..i], v)
+                (line.get(..i).unwrap_or_default(), v)
             }
             None => (line, line.len()),
         };
-        let span = (start + value_off, start + line.len());
+        let span = (
+            start.saturating_add(value_off),
+            start.saturating_add(line.len()),
+        );
         match name {
             b"data" => self.data.push(span),
             b"event" => self.event = Some(span),
@@ -159,23 +167,24 @@ impl Partial {
     }
 
     fn finish<'a>(&self, buf: &'a [u8], raw: &'a [u8]) -> SseEvent<'a> {
+        let at = |(s, e): (usize, usize)| buf.get(s..e).unwrap_or_default();
         let data = match self.data.as_slice() {
             [] => None,
-            [(s, e)] => Some(Cow::Borrowed(&buf[*s..*e])),
+            [one] => Some(Cow::Borrowed(at(*one))),
             many => {
                 let mut joined = Vec::new();
-                for (i, (s, e)) in many.iter().enumerate() {
+                for (i, span) in many.iter().enumerate() {
                     if i > 0 {
                         joined.push(b'\n');
                     }
-                    joined.extend_from_slice(&buf[*s..*e]);
+                    joined.extend_from_slice(at(*span));
                 }
                 Some(Cow::Owned(joined))
             }
         };
         SseEvent {
             raw,
-            event: self.event.map(|(s, e)| &buf[s..e]),
+            event: self.event.map(at),
             data,
         }
     }

@@ -70,7 +70,7 @@ pub fn count(model: &str, text: &str) -> u64 {
 /// approximated as 4 each, as OpenAI documents.
 pub fn count_request(model: &str, r: &Request) -> u64 {
     let text = request_text(r);
-    count(model, &text) + 4 * r.messages.len() as u64
+    count(model, &text).saturating_add(framing(r))
 }
 
 /// The request's token count only when it could exceed `cap`: a BPE token
@@ -79,11 +79,16 @@ pub fn count_request(model: &str, r: &Request) -> u64 {
 /// tokenizer at all (`None`). Exact either way.
 pub fn count_request_over(model: &str, r: &Request, cap: u64) -> Option<u64> {
     let text = request_text(r);
-    let framing = 4 * r.messages.len() as u64;
-    if text.len() as u64 + framing <= cap {
+    let framing = framing(r);
+    if (text.len() as u64).saturating_add(framing) <= cap {
         return None;
     }
-    Some(count(model, &text) + framing)
+    Some(count(model, &text).saturating_add(framing))
+}
+
+/// Tokens each message's framing adds (role, separators).
+fn framing(r: &Request) -> u64 {
+    (r.messages.len() as u64).saturating_mul(4)
 }
 
 fn request_text(r: &Request) -> String {

@@ -7,6 +7,17 @@
 //! what that dialect's client would see. They must agree. Splitting the
 //! upstream bytes anywhere must not change the client's bytes.
 
+// Test, benchmark and profiling code may panic: the no-panic lints are for
+// the filter itself (workspace Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

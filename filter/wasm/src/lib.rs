@@ -1,6 +1,10 @@
 //! proxy-wasm glue: moves headers and bodies between Envoy and a
 //! `sluice_core::flow::Flow`. No decisions are made here.
 
+// Tests may do arithmetic and slice strings freely (clippy.toml covers the
+// other no-panic lints for tests).
+#![cfg_attr(test, allow(clippy::arithmetic_side_effects, clippy::string_slice))]
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -56,7 +60,15 @@ impl SharedStore for HostShared {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        // Envoy creates an absent key whatever the cas, but writes an
+        // existing one unconditionally when the cas is 0. A create-only
+        // write therefore passes a cas no live entry holds (the host's cas
+        // counter would have to reach exactly this value for this key): a
+        // key another VM created since our read then answers a mismatch
+        // instead of being overwritten.
+        const CREATE_ONLY: u32 = u32::MAX;
+        proxy_wasm::hostcalls::set_shared_data(key, Some(value), Some(cas.unwrap_or(CREATE_ONLY)))
+            .is_ok()
     }
 }
 
@@ -133,7 +145,7 @@ thread_local! {
 
 fn next_seq() -> u64 {
     SEQ.with(|s| {
-        let n = s.get() + 1;
+        let n = s.get().saturating_add(1);
         s.set(n);
         n
     })

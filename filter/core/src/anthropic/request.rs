@@ -281,7 +281,7 @@ pub fn encode(req: &Request, upstream_model: &str, warnings: &mut Warnings) -> V
             };
             // Anthropic requires max_tokens > budget_tokens.
             if max_tokens <= budget {
-                max_tokens = budget + DEFAULT_MAX_TOKENS;
+                max_tokens = budget.saturating_add(DEFAULT_MAX_TOKENS);
             }
             Some(types::Thinking {
                 kind: "enabled".into(),

@@ -11,7 +11,10 @@ use crate::usage::TokenUsage;
 /// `cached_tokens` were read from cache and `cache_creation_tokens` written.
 pub fn usage_from(u: &types::Usage) -> TokenUsage {
     TokenUsage {
-        prompt_tokens: u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens,
+        prompt_tokens: u
+            .input_tokens
+            .saturating_add(u.cache_read_input_tokens)
+            .saturating_add(u.cache_creation_input_tokens),
         completion_tokens: u.output_tokens,
         cached_tokens: u.cache_read_input_tokens,
         cache_creation_tokens: u.cache_creation_input_tokens,
@@ -23,7 +26,7 @@ pub fn usage_to(u: &TokenUsage) -> types::Usage {
     types::Usage {
         input_tokens: u
             .prompt_tokens
-            .saturating_sub(u.cached_tokens + u.cache_creation_tokens),
+            .saturating_sub(u.cached_tokens.saturating_add(u.cache_creation_tokens)),
         output_tokens: u.completion_tokens,
         cache_creation_input_tokens: u.cache_creation_tokens,
         cache_read_input_tokens: u.cached_tokens,

@@ -53,7 +53,7 @@ impl Decoder {
                 }
                 StartBlock::ToolUse { id, name } => {
                     let t = self.tools;
-                    self.tools += 1;
+                    self.tools = self.tools.saturating_add(1);
                     self.tool_blocks.insert(index, t);
                     out.push(StreamEvent::ToolCallStart { index: t, id, name });
                 }
@@ -219,7 +219,7 @@ impl Encoder {
             event(
                 out,
                 "content_block_stop",
-                &serde_json::json!({"type": "content_block_stop", "index": self.next_block - 1}),
+                &serde_json::json!({"type": "content_block_stop", "index": self.next_block.saturating_sub(1)}),
             );
         }
     }
@@ -232,7 +232,7 @@ impl Encoder {
             &serde_json::json!({"type": "content_block_start", "index": self.next_block,
                                 "content_block": block}),
         );
-        self.next_block += 1;
+        self.next_block = self.next_block.saturating_add(1);
         self.open = Some(kind);
     }
 
@@ -242,7 +242,7 @@ impl Encoder {
             "content_block_delta",
             &DeltaEvent {
                 kind: "content_block_delta",
-                index: self.next_block - 1,
+                index: self.next_block.saturating_sub(1),
                 delta: d,
             },
         );

@@ -20,20 +20,21 @@ fn parse(path: &str) -> Option<Vec<Seg<'_>>> {
             if end == 0 {
                 return None;
             }
-            segs.push(Seg::Key(&r[..end]));
-            rest = &r[end..];
+            let (key, tail) = r.split_at_checked(end)?;
+            segs.push(Seg::Key(key));
+            rest = tail;
         } else if let Some(r) = rest.strip_prefix("[\"") {
-            let end = r.find("\"]")?;
-            segs.push(Seg::Key(&r[..end]));
-            rest = &r[end + 2..];
+            let (key, tail) = r.split_once("\"]")?;
+            segs.push(Seg::Key(key));
+            rest = tail;
         } else if let Some(r) = rest.strip_prefix('[') {
-            let end = r.find(']')?;
-            let i: usize = r[..end].parse().ok()?;
+            let (index, tail) = r.split_once(']')?;
+            let i: usize = index.parse().ok()?;
             if i > 10_000 {
                 return None;
             }
             segs.push(Seg::Index(i));
-            rest = &r[end + 1..];
+            rest = tail;
         } else {
             return None;
         }
@@ -66,9 +67,12 @@ pub fn apply(root: &mut Value, path: &str, value: Value) -> bool {
                 match cur {
                     Value::Array(a) => {
                         if a.len() <= i {
-                            a.resize(i + 1, Value::Null);
+                            a.resize(i.saturating_add(1), Value::Null);
                         }
-                        &mut a[i]
+                        match a.get_mut(i) {
+                            Some(v) => v,
+                            None => return false,
+                        }
                     }
                     _ => return false,
                 }

@@ -62,7 +62,7 @@ pub fn decode(body: &[u8], model: &str, stream: bool) -> Result<Request, Gateway
             } else if let Some(fc) = p.function_call {
                 let name = fc.name.unwrap_or_default();
                 let id = fc.id.unwrap_or_else(|| synthesized_call_id(calls, &name));
-                calls += 1;
+                calls = calls.saturating_add(1);
                 parts.push(Part::ToolCall {
                     id,
                     arguments: fc.args.unwrap_or_else(|| json!({})).to_string(),
@@ -106,7 +106,7 @@ pub fn decode(body: &[u8], model: &str, stream: bool) -> Result<Request, Gateway
         out.tool_choice = match fc.mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
             Some("NONE") => Some(ToolChoice::None),
             Some("ANY") | Some("VALIDATED") if allowed.len() == 1 => {
-                Some(ToolChoice::Named(allowed[0].clone()))
+                allowed.first().cloned().map(ToolChoice::Named)
             }
             Some("ANY") => Some(ToolChoice::Required),
             Some("AUTO") | None => Some(ToolChoice::Auto),
@@ -329,7 +329,7 @@ pub fn encode(req: &Request, warnings: &mut Warnings) -> Vec<u8> {
         let parts: Vec<GPart> = m
             .parts
             .iter()
-            .filter_map(|p| part_out(p, &req.messages[..i], warnings))
+            .filter_map(|p| part_out(p, req.messages.get(..i).unwrap_or_default(), warnings))
             .collect();
         if parts.is_empty() {
             continue;

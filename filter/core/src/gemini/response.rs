@@ -16,7 +16,9 @@ use crate::usage::TokenUsage;
 pub fn usage_from(u: &UsageMetadata) -> TokenUsage {
     TokenUsage {
         prompt_tokens: u.prompt_token_count,
-        completion_tokens: u.candidates_token_count + u.thoughts_token_count,
+        completion_tokens: u
+            .candidates_token_count
+            .saturating_add(u.thoughts_token_count),
         cached_tokens: u.cached_content_token_count,
         cache_creation_tokens: 0,
         reasoning_tokens: u.thoughts_token_count,
@@ -27,7 +29,7 @@ pub fn usage_to(u: &TokenUsage) -> UsageMetadata {
     UsageMetadata {
         prompt_token_count: u.prompt_tokens,
         candidates_token_count: u.completion_tokens.saturating_sub(u.reasoning_tokens),
-        total_token_count: u.prompt_tokens + u.completion_tokens,
+        total_token_count: u.prompt_tokens.saturating_add(u.completion_tokens),
         thoughts_token_count: u.reasoning_tokens,
         cached_content_token_count: u.cached_tokens,
     }
@@ -55,7 +57,7 @@ pub fn parts_from(content: Content, calls: &mut usize, out: &mut Vec<Part>) {
                 arguments: fc.args.unwrap_or_else(|| json!({})).to_string(),
                 name,
             });
-            *calls += 1;
+            *calls = calls.saturating_add(1);
         }
     }
 }

@@ -94,7 +94,7 @@ impl Decoder {
         if let Some(name) = fc.name {
             self.close_partial(out);
             let index = self.calls;
-            self.calls += 1;
+            self.calls = self.calls.saturating_add(1);
             let id = fc.id.unwrap_or_else(|| synthesized_call_id(index, &name));
             out.push(StreamEvent::ToolCallStart { index, id, name });
             if fc.will_continue == Some(true) {
@@ -224,7 +224,8 @@ impl Encoder {
             StreamEvent::ThinkingSignature(_) => {}
             StreamEvent::ToolCallStart { index, id, name } => {
                 if self.calls.len() <= *index && *index < 1024 {
-                    self.calls.resize(*index + 1, Default::default());
+                    self.calls
+                        .resize(index.saturating_add(1), Default::default());
                 }
                 if let Some(c) = self.calls.get_mut(*index) {
                     *c = (id.clone(), name.clone(), String::new());
@@ -232,7 +233,7 @@ impl Encoder {
             }
             StreamEvent::ToolCallArgs { index, fragment } => {
                 if let Some(c) = self.calls.get_mut(*index) {
-                    if c.2.len() + fragment.len() <= MAX_ARGS_BYTES {
+                    if c.2.len().saturating_add(fragment.len()) <= MAX_ARGS_BYTES {
                         c.2.push_str(fragment);
                     }
                 }

@@ -26,10 +26,11 @@ pub fn luhn(s: &str) -> bool {
         .rev()
         .enumerate()
         .map(|(i, d)| {
+            // Digits are 0-9: doubled at most 18, and at most 19 of them.
             if i % 2 == 1 {
-                let x = d * 2;
+                let x = d.saturating_mul(2);
                 if x > 9 {
-                    x - 9
+                    x.saturating_sub(9)
                 } else {
                     x
                 }
@@ -37,7 +38,7 @@ pub fn luhn(s: &str) -> bool {
                 *d
             }
         })
-        .sum();
+        .fold(0u32, u32::saturating_add);
     sum.is_multiple_of(10)
 }
 
@@ -46,7 +47,8 @@ pub fn iban_ok(s: &str) -> bool {
     if !(15..=34).contains(&c.len()) {
         return false;
     }
-    let rearranged = c[4..].iter().chain(c[..4].iter());
+    let (country_check, bban) = c.split_at(4);
+    let rearranged = bban.iter().chain(country_check);
     let mut rem: u32 = 0;
     for ch in rearranged {
         let v = match ch.to_digit(36) {
@@ -54,7 +56,11 @@ pub fn iban_ok(s: &str) -> bool {
             None => return false,
         };
         for d in v.to_string().chars() {
-            rem = (rem * 10 + d.to_digit(10).unwrap_or(0)) % 97;
+            // rem < 97, so rem * 10 + 9 never overflows.
+            rem = rem
+                .saturating_mul(10)
+                .saturating_add(d.to_digit(10).unwrap_or(0))
+                % 97;
         }
     }
     rem == 1

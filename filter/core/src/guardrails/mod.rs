@@ -266,15 +266,17 @@ impl Policy {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for (range, rule) in matches {
-            out.push_str(&text[at..range.start]);
+            // Match ranges come from the regex engine on this very text:
+            // char boundaries, in order, never overlapping.
+            out.push_str(text.get(at..range.start).unwrap_or_default());
             out.push('[');
             out.push_str(rule.detector.label);
             if rule.action == GuardAction::Hash {
                 let mut h = Sha256::new();
                 h.update(self.salt.as_bytes());
-                h.update(text[range.clone()].as_bytes());
+                h.update(text.get(range.clone()).unwrap_or_default().as_bytes());
                 out.push(':');
-                for b in &h.finalize()[..6] {
+                for b in h.finalize().iter().take(6) {
                     out.push_str(&format!("{b:02x}"));
                 }
             }
@@ -285,7 +287,7 @@ impl Policy {
             });
             at = range.end;
         }
-        out.push_str(&text[at..]);
+        out.push_str(text.get(at..).unwrap_or_default());
         Ok(out)
     }
 
@@ -446,21 +448,24 @@ fn unescape_json(text: &str) -> std::borrow::Cow<'_, str> {
             'f' => Some('\u{c}'),
             '"' | '\\' | '/' => Some(e),
             'u' => {
-                let rest = &text[i + 2..];
+                let rest = text.get(i.saturating_add(2)..).unwrap_or_default();
                 match hex4(rest) {
                     Some(hi @ 0xD800..=0xDBFF) => {
                         let lo = rest
                             .get(4..6)
                             .filter(|s| *s == "\\u")
-                            .and_then(|_| hex4(&rest[6..]));
+                            .and_then(|_| hex4(rest.get(6..)?));
                         match lo {
                             Some(lo @ 0xDC00..=0xDFFF) => {
                                 // u, 4 hex digits, \, u, 4 hex digits
                                 for _ in 0..11 {
                                     chars.next();
                                 }
+                                // hi and lo are in their ranges (matched above).
                                 out.extend(char::from_u32(
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00),
+                                    0x10000u32
+                                        .saturating_add(hi.saturating_sub(0xD800) << 10)
+                                        .saturating_add(lo.saturating_sub(0xDC00)),
                                 ));
                                 continue;
                             }
@@ -583,7 +588,7 @@ impl StreamGuard {
             }
             self.pending
                 .char_indices()
-                .nth(chars - STREAM_HOLD_BACK)
+                .nth(chars.saturating_sub(STREAM_HOLD_BACK))
                 .map_or(self.pending.len(), |(i, _)| i)
         };
         if !flush {
@@ -592,7 +597,16 @@ impl StreamGuard {
             }
         }
         let committed: Vec<_> = matches.into_iter().filter(|(r, _)| r.end <= cut).collect();
-        let out = policy.rewrite(&self.pending[..cut], &committed, hits)?;
+        let cut = if self.pending.is_char_boundary(cut) {
+            cut
+        } else {
+            self.pending.len()
+        };
+        let out = policy.rewrite(
+            self.pending.get(..cut).unwrap_or_default(),
+            &committed,
+            hits,
+        )?;
         self.pending.drain(..cut);
         Ok((!out.is_empty()).then_some(out))
     }
@@ -652,7 +666,8 @@ mod tests {
         // Past serde_json's recursion limit (128) the tree cannot be walked:
         // a card anywhere in the text refuses the body, whatever the action.
         for action in ["block", "mask"] {
-            let p = policy(json!([{"name": "cards", "detector": "payment_card", "action": action}]));
+            let p =
+                policy(json!([{"name": "cards", "detector": "payment_card", "action": action}]));
             let deep = format!(
                 r#"{{"model":"m","messages":[],"tools":[{{"type":"function","function":{{"name":"f","parameters":{}"4111 1111 1111 1111"{}}}}}]}}"#,
                 "[".repeat(200),
@@ -666,7 +681,10 @@ mod tests {
             assert_eq!(hits.len(), 1);
             // The same depth with nothing to find is left to the decoder.
             let clean = deep.replace("4111 1111 1111 1111", "nothing");
-            assert_eq!(p.apply_json(REQ, "m", "k", clean.as_bytes(), &mut hits), Ok(None));
+            assert_eq!(
+                p.apply_json(REQ, "m", "k", clean.as_bytes(), &mut hits),
+                Ok(None)
+            );
         }
     }
 

@@ -236,7 +236,7 @@ struct OutMessage<'a> {
 }
 
 pub fn encode(req: &Request, upstream_model: &str, warnings: &mut Warnings) -> Vec<u8> {
-    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    let mut messages = Vec::with_capacity(req.messages.len().saturating_add(1));
     if !req.system.is_empty() {
         messages.push(OutMessage {
             role: "system",
@@ -372,9 +372,11 @@ pub fn encode(req: &Request, upstream_model: &str, warnings: &mut Warnings) -> V
                 schema,
                 strict,
             } => {
-                let mut js = json!({"name": name, "schema": schema});
+                let mut js = serde_json::Map::new();
+                js.insert("name".into(), json!(name));
+                js.insert("schema".into(), json!(schema));
                 if let Some(s) = strict {
-                    js["strict"] = json!(s);
+                    js.insert("strict".into(), json!(s));
                 }
                 json!({"type": "json_schema", "json_schema": js})
             }

@@ -17,7 +17,7 @@ pub fn usage_from(u: &types::Usage) -> TokenUsage {
         .and_then(|d| d.reasoning_tokens)
         .unwrap_or(0);
     let completion = if reasoning > u.completion_tokens {
-        u.completion_tokens + reasoning
+        u.completion_tokens.saturating_add(reasoning)
     } else {
         u.completion_tokens
     };
@@ -46,7 +46,7 @@ pub fn usage_to(u: &TokenUsage) -> types::Usage {
     types::Usage {
         prompt_tokens: u.prompt_tokens,
         completion_tokens: u.completion_tokens,
-        total_tokens: u.prompt_tokens + u.completion_tokens,
+        total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
         prompt_tokens_details: Some(types::PromptTokensDetails {
             cached_tokens: Some(u.cached_tokens),
             cache_creation_tokens: (u.cache_creation_tokens > 0).then_some(u.cache_creation_tokens),

@@ -84,7 +84,8 @@ impl Decoder {
             return; // not a real response; refuse to grow state
         }
         if self.tools.len() <= index {
-            self.tools.resize_with(index + 1, Default::default);
+            self.tools
+                .resize_with(index.saturating_add(1), Default::default);
         }
         let (name, args) = match tc.function {
             Some(f) => (
@@ -93,7 +94,9 @@ impl Decoder {
             ),
             None => (None, String::new()),
         };
-        let slot = &mut self.tools[index];
+        let Some(slot) = self.tools.get_mut(index) else {
+            return;
+        };
         if !slot.0 {
             if let Some(name) = name {
                 slot.0 = true;
@@ -112,7 +115,7 @@ impl Decoder {
                     });
                 }
             } else {
-                if slot.1.len() + args.len() <= MAX_PENDING_ARGS {
+                if slot.1.len().saturating_add(args.len()) <= MAX_PENDING_ARGS {
                     slot.1.push_str(&args);
                 }
                 return;

@@ -108,7 +108,7 @@ impl StreamTranslator {
         end_of_stream: bool,
         ctx: Option<GuardCtx<'_>>,
     ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + 64);
+        let mut out = Vec::with_capacity(chunk.len().saturating_add(64));
         if self.finished {
             return out;
         }
@@ -147,7 +147,8 @@ impl StreamTranslator {
                 StreamEvent::Text(t)
                 | StreamEvent::Thinking(t)
                 | StreamEvent::ToolCallArgs { fragment: t, .. }
-                    if self.usage.is_none() && self.text.len() + t.len() <= MAX_ESTIMATE_TEXT =>
+                    if self.usage.is_none()
+                        && self.text.len().saturating_add(t.len()) <= MAX_ESTIMATE_TEXT =>
                 {
                     self.text.push_str(t)
                 }
