@@ -491,8 +491,9 @@ class ControlPlane:
                  token: str = "test-admin-token", read_token: str = "test-read-token",
                  binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None,
                  wasm_remote: bool = False, push_keys: bool = False,
-                 wasm_inline: bool = False):
-        """`wasm_remote`: Envoy fetches the module from the control plane
+                 wasm_inline: bool = False, provider_secrets: dict | None = None):
+        """`provider_secrets`: env var → value the control plane serves over
+        SDS (`--provider-secrets`). `wasm_remote`: Envoy fetches the module from the control plane
         instead of reading a local file; `wasm_inline`: the control plane
         sends the module's bytes in the config (as in Kubernetes). `push_keys`: the
         provider keys go from the control plane's environment into the VM
@@ -512,10 +513,13 @@ class ControlPlane:
                      "--grpc", f"127.0.0.1:{self.grpc_port}",
                      "--admin", f"127.0.0.1:{self.admin_port}",
                      "--env-keys", ",".join(ALL_ENV_KEYS)]
+        secrets_ = dict(provider_secrets or {})
         if push_keys:
+            secrets_["SLUICE_MOCK_API_KEY"] = MOCK_PROVIDER_SECRET
+        if secrets_:
             # Served over SDS to Envoy's credential_injector.
-            self.args += ["--provider-secrets", "SLUICE_MOCK_API_KEY"]
-            self.env["SLUICE_MOCK_API_KEY"] = MOCK_PROVIDER_SECRET
+            self.args += ["--provider-secrets", ",".join(secrets_)]
+            self.env.update(secrets_)
         if wasm_remote:
             self.args += ["--wasm-url", f"{self.admin_url}/wasm/sluice.wasm",
                           "--wasm-file", str(wasm)]

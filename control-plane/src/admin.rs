@@ -120,6 +120,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/capture",
             get(get_capture).put(put_capture).delete(delete_capture),
         )
+        .route("/v1/hosts", get(get_hosts).put(put_hosts))
         .route(
             "/v1/shadow",
             get(get_shadow).put(put_shadow).delete(delete_shadow),
@@ -583,6 +584,20 @@ async fn put_capture(
 
 async fn delete_capture(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     put_setting::<sluice_config::CaptureConfig>(&s, &h, "capture", None).await
+}
+
+/// The hosts the gateway serves (`hosts` in the plugin config; empty: all).
+async fn get_hosts(State(s): S, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    get_setting(&s, &h, "hosts").await
+}
+
+async fn put_hosts(
+    State(s): S,
+    h: HeaderMap,
+    Json(v): Json<Vec<String>>,
+) -> Result<Json<Value>, ApiError> {
+    // Validated with the rest of the config on publish (a bad name is 400).
+    put_setting(&s, &h, "hosts", (!v.is_empty()).then_some(v)).await
 }
 
 /// The pushed filter's role in an online shadow comparison.

@@ -91,6 +91,8 @@ pub struct App {
     pub wasm_bytes: Option<axum::body::Bytes>,
     /// Ledger batch writes that failed and were retried (`sluice status`).
     pub ledger_write_failures: std::sync::atomic::AtomicU64,
+    /// The ECDS resource of the current version, encoded once (xds.rs).
+    pub resource_cache: Mutex<Option<(i64, envoy_types::pb::google::protobuf::Any)>>,
 }
 
 impl App {

@@ -111,6 +111,16 @@ pub enum CaptureCmd {
 }
 
 #[derive(Subcommand)]
+pub enum HostsCmd {
+    Show,
+    /// Serve only these hosts (`llm.example.com`, `*.example.com`); other
+    /// hosts on the same listener pass through untouched. None: all hosts.
+    Set {
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ShadowCmd {
     Show,
     /// The pushed filter reports digests as the `primary` (or `shadow`) of
@@ -155,6 +165,7 @@ pub enum Command {
     Usage(UsageCmd),
     Guardrails(GuardrailsCmd),
     Capture(CaptureCmd),
+    Hosts(HostsCmd),
     Shadow(ShadowCmd),
     Status { json: bool },
 }
@@ -439,6 +450,14 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
         Command::Capture(CaptureCmd::Off) => {
             let v = c.call("DELETE", "/v1/capture", None)?;
             println!("capture off (config version {})", s(&v["config_version"]));
+        }
+        Command::Hosts(HostsCmd::Show) => {
+            println!("{}", c.call("GET", "/v1/hosts", None)?);
+        }
+        Command::Hosts(HostsCmd::Set { hosts }) => {
+            let body = serde_json::to_vec(&hosts).map_err(|e| e.to_string())?;
+            let v = c.call("PUT", "/v1/hosts", Some(body))?;
+            println!("hosts set (config version {})", s(&v["config_version"]));
         }
         Command::Shadow(ShadowCmd::Show) => {
             println!("{}", c.call("GET", "/v1/shadow", None)?);

@@ -118,6 +118,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
         metrics: None,
         capture: store::get_setting(c, "capture")?,
         shadow: store::get_setting(c, "shadow")?,
+        hosts: store::get_setting(c, "hosts")?.unwrap_or_default(),
     };
     // Exactly what the filter's on_configure does, so nothing it would
     // reject (a bad guardrail regex, say) is ever pushed.

@@ -251,6 +251,7 @@ mod tests {
             capture_counters: Default::default(),
             wasm_bytes: None,
             ledger_write_failures: Default::default(),
+            resource_cache: Default::default(),
         };
         (Arc::new(app), rx)
     }

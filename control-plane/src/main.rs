@@ -74,6 +74,9 @@ enum Cmd {
     /// Traffic capture for replay baselines.
     #[command(subcommand)]
     Capture(cli::CaptureCmd),
+    /// The hosts the gateway serves on a shared listener.
+    #[command(subcommand)]
+    Hosts(cli::HostsCmd),
     /// Online shadow comparison role of the pushed filter.
     #[command(subcommand)]
     Shadow(cli::ShadowCmd),
@@ -168,6 +171,7 @@ impl Cmd {
             Cmd::Usage(c) => cli::Command::Usage(c),
             Cmd::Guardrails(c) => cli::Command::Guardrails(c),
             Cmd::Capture(c) => cli::Command::Capture(c),
+            Cmd::Hosts(c) => cli::Command::Hosts(c),
             Cmd::Shadow(c) => cli::Command::Shadow(c),
             Cmd::Status { json } => cli::Command::Status { json },
         }
@@ -257,6 +261,7 @@ fn seed(st: &store::Store, path: &PathBuf) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     store::put_setting(&tx, "capture", cfg.capture.as_ref())?;
+    store::put_setting(&tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
     store::put_setting(&tx, "shadow", cfg.shadow.as_ref())?;
     tx.commit().map_err(|e| e.to_string())
 }
@@ -384,6 +389,7 @@ fn serve(a: ServeArgs, rw_token: String) -> Result<(), String> {
         capture_counters: capture_counters.clone(),
         wasm_bytes,
         ledger_write_failures: Default::default(),
+        resource_cache: Default::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

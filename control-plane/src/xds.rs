@@ -267,10 +267,24 @@ impl ExtensionConfigDiscoveryService for Ecds {
     }
 }
 
+/// The resource for `snap`, encoded once per version: with the module
+/// inline it is megabytes, and every connected Envoy's stream sends it.
+fn cached_resource(app: &App, snap: &Snapshot) -> Any {
+    let mut cache = app.resource_cache.lock().unwrap_or_else(|p| p.into_inner());
+    match &*cache {
+        Some((v, any)) if *v == snap.version => any.clone(),
+        _ => {
+            let any = resource(&app.wasm, snap);
+            *cache = Some((snap.version, any.clone()));
+            any
+        }
+    }
+}
+
 fn sotw(app: &App, snap: &Snapshot, nonce: u64) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: app.wasm.wire_version(snap.version),
-        resources: vec![resource(&app.wasm, snap)],
+        resources: vec![cached_resource(app, snap)],
         type_url: TYPED_EXTENSION_CONFIG.into(),
         nonce: nonce.to_string(),
         ..Default::default()
@@ -283,7 +297,7 @@ fn delta(app: &App, snap: &Snapshot, nonce: u64) -> DeltaDiscoveryResponse {
         resources: vec![Resource {
             name: app.wasm.resource_name.clone(),
             version: app.wasm.wire_version(snap.version),
-            resource: Some(resource(&app.wasm, snap)),
+            resource: Some(cached_resource(app, snap)),
             ..Default::default()
         }],
         type_url: TYPED_EXTENSION_CONFIG.into(),

@@ -73,6 +73,9 @@ fn clip(v: &Value) -> Value {
 pub fn normalize(v: &mut Value, rules: &Ruleset) {
     fn go(v: &mut Value, path: &mut Vec<Seg>, rules: &Ruleset) {
         if let Value::String(s) = v {
+            if let std::borrow::Cow::Owned(plain) = rules.redaction.replace_all(s, "[$1]") {
+                *s = plain;
+            }
             if rules.json_string(path) {
                 if let Ok(parsed) = serde_json::from_str::<Value>(s) {
                     *v = parsed;
@@ -343,6 +346,14 @@ fn compare_channel(
     default: Module,
     out: &mut Vec<Diff>,
 ) {
+    if a == b {
+        return;
+    }
+    let (a, b) = (
+        rules.redaction.replace_all(a, "[$1]"),
+        rules.redaction.replace_all(b, "[$1]"),
+    );
+    let (a, b) = (a.as_ref(), b.as_ref());
     if a == b {
         return;
     }
@@ -767,5 +778,35 @@ mod tests {
         };
         let d = compare_responses(&body("mail a@b.co"), &body("mail [EMAIL]"), &r);
         assert_eq!(d[0].module, Module::Guardrail);
+    }
+
+    #[test]
+    fn a_mask_and_a_sanitized_placeholder_of_one_kind_are_the_same_value() {
+        // The recorded upstream request holds the gateway's mask; the
+        // sanitized client request replayed today carries the sanitizer's
+        // placeholder, which passes through unmasked.
+        let r = Ruleset::builtin();
+        let up = |s: &str| UpstreamSeen {
+            path: "/v1/chat/completions".into(),
+            body: json!({"messages": [{"role": "user", "content": s}],
+                         "tools": [{"function": {"arguments": format!("{{\"to\":\"{s}\"}}")}}]}),
+        };
+        let same = compare_upstream(
+            Some(&up("mail [EMAIL] now")),
+            Some(&up("mail [EMAIL sha256:0123456789abcdef] now")),
+            &r,
+        );
+        assert!(same.iter().all(|d| !d.counts()), "{same:?}");
+        let hashed = compare_upstream(
+            Some(&up("[SSN:a1b2c3d4e5f6]")),
+            Some(&up("[SSN sha256:0123456789abcdef]")),
+            &r,
+        );
+        assert!(hashed.iter().all(|d| !d.counts()), "{hashed:?}");
+        // Another kind, or a value left in clear, is still a difference.
+        let kind = compare_upstream(Some(&up("[EMAIL]")), Some(&up("[PHONE]")), &r);
+        assert!(kind.iter().any(Diff::counts));
+        let clear = compare_upstream(Some(&up("[EMAIL]")), Some(&up("a@b.co")), &r);
+        assert!(clear.iter().any(Diff::counts));
     }
 }

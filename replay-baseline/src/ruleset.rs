@@ -180,6 +180,17 @@ pub struct RulesetFile {
     pub guardrail_marker: String,
     /// Error `type`/`code` values of guardrail refusals.
     pub guardrail_error_codes: Vec<String>,
+    /// Redacted values that mean the same: a gateway mask (`[EMAIL]`), a
+    /// gateway hash (`[EMAIL:ab12…]`) and the sanitizer's placeholder
+    /// (`[EMAIL sha256:…]`) all stand for "a value of this kind, removed".
+    /// A sanitized baseline no longer holds the original value, so a replay
+    /// cannot tell them apart: each is compared as `[LABEL]` (group 1).
+    #[serde(default = "default_redaction_token")]
+    pub redaction_token: String,
+}
+
+fn default_redaction_token() -> String {
+    r"\[(EMAIL|PHONE|SSN|CARD|IBAN|IP|SECRET|REDACTED)(?:(?: sha256)?:[0-9a-f]+)?\]".into()
 }
 
 /// A compiled ruleset.
@@ -194,6 +205,7 @@ pub struct Ruleset {
     pub json_delta_fields: Vec<Pattern>,
     pub attribution: Vec<(String, Pattern, Module)>,
     pub marker: regex::Regex,
+    pub redaction: regex::Regex,
 }
 
 /// The built-in ruleset (the file in `rulesets/`, compiled in).
@@ -206,6 +218,8 @@ impl Ruleset {
         let pats = |v: &[String]| v.iter().map(|s| Pattern::parse(s)).collect::<Vec<_>>();
         let marker = regex::Regex::new(&file.guardrail_marker)
             .map_err(|e| format!("bad ruleset guardrail_marker: {e}"))?;
+        let redaction = regex::Regex::new(&file.redaction_token)
+            .map_err(|e| format!("bad ruleset redaction_token: {e}"))?;
         Ok(Ruleset {
             ignore: pats(&file.ignore),
             nondeterministic: pats(&file.nondeterministic),
@@ -219,6 +233,7 @@ impl Ruleset {
                 .map(|r| (r.side.clone(), Pattern::parse(&r.path), r.module))
                 .collect(),
             marker,
+            redaction,
             file,
         })
     }

@@ -100,7 +100,8 @@ def test_a_typo_in_a_patch_fails_the_build(rendered, tree):
         validate.envoy_configs(objs, "GATEWAY")
 
 
-def loopback(boot: dict, ports: dict[str, int], listen_port: int, admin_port: int) -> str:
+def loopback(boot: dict, ports: dict[str, int], listen_port: int, admin_port: int,
+             grpc_token: str | None = None) -> str:
     """The same configuration with addresses on 127.0.0.1: clusters named in
     `ports` (or the provider ones, to the mock) resolve to loopback, TLS to
     the providers is dropped (the mock speaks plain HTTP)."""
@@ -120,20 +121,26 @@ def loopback(boot: dict, ports: dict[str, int], listen_port: int, admin_port: in
         keep.append(c)
     b["static_resources"]["clusters"] = keep
     b.pop("dynamic_resources")
-    return json.dumps(b)
+    out = json.dumps(b)
+    if grpc_token:
+        out = out.replace("REPLACE-WITH-SLUICE_GRPC_TOKEN", grpc_token)
+    return out
 
 
-def k8s_seed() -> dict:
+def k8s_seed(mock_keys: bool = True) -> dict:
     seed = json.loads((ROOT / "envoy/istio/base/seed-config.json").read_text())
-    for p in seed["providers"]:
-        p["api_key_env"] = "SLUICE_MOCK_API_KEY"
+    if mock_keys:
+        for p in seed["providers"]:
+            p["api_key_env"] = "SLUICE_MOCK_API_KEY"
     seed["keys"] = [{"id": "k", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
     return seed
 
 
-def ask(url: str, model: str, *, stream: bool = False) -> httpx.Response:
+def ask(url: str, model: str, *, stream: bool = False,
+        host: str = "llm.example.com") -> httpx.Response:
     with httpx.Client(timeout=20) as c:
-        return c.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+        return c.post(url + "/v1/chat/completions",
+                      headers={"authorization": f"Bearer {KEY}", "host": host},
                       json={"model": model, "stream": stream,
                             "messages": [{"role": "user", "content": "hi"}]})
 
@@ -145,22 +152,39 @@ def test_managed_ingress_gateway_configuration_serves_live(rendered, tmp_path):
     objs = rendered["overlays/ingress-gateway"]
     (_, boot), = validate.envoy_configs(objs, "GATEWAY")
     mock = launch.Mock(tmp_path)
-    cp = launch.ControlPlane(tmp_path, seed=k8s_seed(), wasm_inline=True, push_keys=True)
+    # The provider keys as in the cluster's Secret: served over SDS to the
+    # credential_injector the EnvoyFilter puts on each provider's cluster.
+    keys = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-ant-test",
+            "GEMINI_API_KEY": "gemini-test-key"}
+    cp = launch.ControlPlane(tmp_path, seed=k8s_seed(mock_keys=False), wasm_inline=True,
+                             provider_secrets=keys)
     envoy = None
     try:
         port, admin = launch.free_port(), launch.free_port()
         cfg = loopback(boot, {"mock": mock.port, "sluice_control_plane": cp.grpc_port},
-                       port, admin)
+                       port, admin, grpc_token=cp.grpc_token)
         envoy = launch.Envoy(tmp_path, cfg, admin_port=admin, name="istio-gateway")
         url = f"http://127.0.0.1:{port}"
         r = ask(url, "gpt-4o-mini")
         assert r.status_code == 200, r.text
+        # Another application's host on the shared listener: Sluice stays
+        # out of it (no 401); here no route serves it.
+        other = ask(url, "gpt-4o-mini", host="shop.example.com")
+        assert other.status_code == 404, other.text
+        # Each provider got its own key, injected by Envoy; none of them is
+        # in Envoy's config dump or the pushed filter config.
+        with httpx.Client(timeout=10) as c:
+            dump = c.get(f"http://127.0.0.1:{admin}/config_dump?include_eds").text
+        for v in keys.values():
+            assert v not in dump and v not in json.dumps(cp.api("GET", "/v1/config"))
         r = ask(url, "claude-haiku-4-5", stream=True)  # translated to Anthropic
         assert r.status_code == 200 and "data: [DONE]" in r.text, r.text
         seen = mock.requests()
         assert [s["path"] for s in seen[-2:]] == ["/v1/chat/completions", "/v1/messages"]
         assert all("x-sluice-cluster" not in s["headers"] for s in seen)
         assert seen[-1]["headers"]["host"] == "api.anthropic.com"
+        assert seen[-1]["headers"]["x-api-key"] == keys["ANTHROPIC_API_KEY"]
+        assert seen[-2]["headers"]["authorization"] == f"Bearer {keys['OPENAI_API_KEY']}"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and cp.api("GET", "/v1/status")["ledger_rows"] < 2:
             time.sleep(0.1)

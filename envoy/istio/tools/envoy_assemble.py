@@ -5,7 +5,8 @@ the EnvoyFilter patches to it the way istiod does, so that
 `envoy --mode validate` (and a live Envoy in the tests) can check what the
 patches produce: a typo in a patch fails the build, not the mesh.
 
-Only what these manifests use is implemented: CLUSTER ADD, HTTP_FILTER
+Only what these manifests use is implemented: CLUSTER ADD and MERGE (matched
+by service and port), LISTENER MERGE, HTTP_FILTER
 INSERT_BEFORE/INSERT_AFTER/INSERT_FIRST, NETWORK_FILTER MERGE and
 EXTENSION_CONFIG ADD, matched by context, listener port, network filter and
 HTTP sub-filter names. Anything else raises.
@@ -162,6 +163,23 @@ def apply(proxy: Proxy, envoy_filters: list) -> Proxy:
             op, value, to = cp["patch"]["operation"], cp["patch"].get("value"), cp["applyTo"]
             if to == "CLUSTER" and op == "ADD":
                 p.clusters.append(copy.deepcopy(value))
+            elif to == "CLUSTER" and op == "MERGE":
+                cm = match.get("cluster", {})
+                unknown = set(cm) - {"service", "portNumber"}
+                if unknown or "service" not in cm:
+                    raise PatchError(f"unsupported cluster match {sorted(cm)}")
+                name = _outbound(cm["service"], cm.get("portNumber", 80))
+                targets = [c for c in p.clusters if c["name"] == name]
+                if not targets:
+                    raise PatchError(f"no cluster {name} to merge into")
+                for c in targets:
+                    _merge(c, value)
+            elif to == "LISTENER" and op == "MERGE":
+                if set(match.get("listener", {})) - {"portNumber"}:
+                    raise PatchError("LISTENER MERGE matches by portNumber only here")
+                for listener in p.listeners:
+                    if _matches_listener(listener, match):
+                        _merge(listener, value)
             elif to == "EXTENSION_CONFIG" and op == "ADD":
                 p.extension_configs[value["name"]] = copy.deepcopy(value["typed_config"])
             elif to in ("HTTP_FILTER", "NETWORK_FILTER"):

@@ -38,6 +38,39 @@ pub struct PluginConfig {
     /// Online shadow comparison: this filter's role (docs/replay.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowConfig>,
+    /// The hosts (`:authority`, port ignored) the gateway serves: `llm.example.com`,
+    /// or `*.example.com` for any subdomain. Requests for other hosts pass
+    /// through untouched and unrecorded — the filter can sit on a listener
+    /// shared with other applications (an Istio ingress gateway). Empty:
+    /// every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// Whether `authority` (a `:authority` value, with or without a port) is one
+/// of `hosts`; every host when `hosts` is empty. Case-insensitive.
+pub fn host_matches(hosts: &[String], authority: &str) -> bool {
+    if hosts.is_empty() {
+        return true;
+    }
+    let host = match authority.rsplit_once(':') {
+        // `[::1]:8080` and `host:8080`, not the colons inside `[::1]`.
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    hosts.iter().any(|h| match h.strip_prefix("*.") {
+        Some(suffix) => host
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| at.checked_sub(1).map(|dot| (at, dot)))
+            .is_some_and(|(at, dot)| {
+                host.get(dot..at) == Some(".")
+                    && host
+                        .get(at..)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+            }),
+        None => host.eq_ignore_ascii_case(h),
+    })
 }
 
 /// Which requests are captured (client request, upstream exchange, client

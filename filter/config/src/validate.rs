@@ -135,6 +135,20 @@ impl PluginConfig {
         }
 
         let mut model_names = HashSet::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                errs.push(ConfigError::new(
+                    format!("hosts[{i}]"),
+                    "must be a host name, or *. and a domain",
+                ));
+            }
+        }
         for (i, m) in self.models.iter().enumerate() {
             let at = format!("models[{i}]");
             if m.name.is_empty() {
@@ -284,6 +298,39 @@ fn valid_header_value(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_match_exactly_or_by_subdomain_and_ignore_ports() {
+        let hosts = vec![
+            "llm.example.com".to_string(),
+            "*.ai.example.org".to_string(),
+        ];
+        for yes in [
+            "llm.example.com",
+            "LLM.example.com:8080",
+            "a.ai.example.org",
+            "x.y.ai.example.org:443",
+        ] {
+            assert!(crate::host_matches(&hosts, yes), "{yes}");
+        }
+        for no in [
+            "example.com",
+            "ai.example.org",
+            "xai.example.org",
+            "llm.example.com.evil",
+            "",
+            ":80",
+            "[::1]:80",
+        ] {
+            assert!(!crate::host_matches(&hosts, no), "{no}");
+        }
+        assert!(crate::host_matches(&[], "anything"));
+        let mut c = sample();
+        c.hosts = vec!["ok.example".into(), "bad host".into(), "*.".into()];
+        let errs = c.validate().unwrap_err();
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["hosts[1]", "hosts[2]"]);
+    }
+
     use super::*;
 
     fn sample() -> PluginConfig {

@@ -56,6 +56,8 @@ pub const WARNINGS_HEADER: &str = "x-sluice-warnings";
 /// The request headers the flow looks at.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestHead<'a> {
+    /// `:authority` (matched against the configured `hosts`).
+    pub authority: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
     pub authorization: Option<&'a str>,
@@ -118,6 +120,9 @@ impl Forward<'_> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadersStep {
+    /// Not a host the gateway serves (`hosts`): let the request through
+    /// untouched, and record nothing for it.
+    NotServed,
     Reply(LocalReply),
     /// Hold the headers and read the whole body.
     ReadBody,
@@ -400,6 +405,9 @@ impl Flow {
     }
 
     pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
+        if !sluice_config::host_matches(&gw.hosts, head.authority.unwrap_or_default()) {
+            return HeadersStep::NotServed;
+        }
         // Correlation only (the ledger keys on the gateway's own id), and
         // bounded: the header is the client's.
         self.record.request_id =
@@ -1379,7 +1387,11 @@ mod tests {
     use serde_json::Value;
 
     fn gw() -> Gateway {
-        let cfg = serde_json::from_value(serde_json::json!({
+        Gateway::new(gw_config(), |_| Some("prov-secret".into())).unwrap()
+    }
+
+    fn gw_config() -> sluice_config::PluginConfig {
+        serde_json::from_value(serde_json::json!({
             "version": "cfg-7",
             "keys": [
                 {"id": "k1", "sha256": sluice_config::hash_key("sk-1")},
@@ -1394,8 +1406,7 @@ mod tests {
             ],
             "limits": {"max_request_body_bytes": 2048, "max_sse_event_bytes": 1024}
         }))
-        .unwrap();
-        Gateway::new(cfg, |_| Some("prov-secret".into())).unwrap()
+        .unwrap()
     }
 
     fn head<'a>(method: &'a str, path: &'a str, auth: Option<&'a str>) -> RequestHead<'a> {
@@ -1634,6 +1645,24 @@ mod tests {
                 (Some(502), Some(false))
             );
         }
+    }
+
+    #[test]
+    fn other_hosts_on_a_shared_listener_are_not_touched() {
+        let mut cfg = gw_config();
+        cfg.hosts = vec!["llm.example.com".into()];
+        let g = Gateway::new(cfg, |_| Some("s".into())).unwrap();
+        let at = |authority| {
+            let h = RequestHead {
+                authority: Some(authority),
+                ..head("POST", "/v1/chat/completions", None)
+            };
+            Flow::new(0).on_request_headers(&g, &h)
+        };
+        // Another application's request: no 401, nothing read.
+        assert_eq!(at("shop.example.com"), HeadersStep::NotServed);
+        // The gateway's own host answers as always (here: no key → 401).
+        assert!(matches!(at("llm.example.com:443"), HeadersStep::Reply(r) if r.status == 401));
     }
 
     #[test]
@@ -2071,6 +2100,7 @@ mod tests {
         match f.on_request_headers(g, &h) {
             HeadersStep::ReadBody => {}
             HeadersStep::Reply(r) => return BodyStep::Reply(r),
+            HeadersStep::NotServed => panic!("every host is served here"),
         }
         let b = body.as_bytes().to_vec();
         f.on_request_body(

@@ -99,6 +99,8 @@ pub struct Gateway {
     pub sampler: std::cell::RefCell<crate::capture::Sampler>,
     /// Role in an online shadow comparison.
     pub shadow: Option<sluice_config::ShadowRole>,
+    /// The hosts served (empty: all); others pass through untouched.
+    pub hosts: Vec<String>,
     keys: HashMap<[u8; 32], KeyEntry>,
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
@@ -218,6 +220,7 @@ impl Gateway {
             capture: cfg.capture,
             sampler: Default::default(),
             shadow: cfg.shadow.map(|s| s.role),
+            hosts: cfg.hosts,
             keys,
             models,
             model_order,

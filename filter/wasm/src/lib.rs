@@ -196,6 +196,7 @@ impl RootContext for Root {
                 .with(|v| v.borrow().clone())
                 .unwrap_or_else(|| Rc::from("")),
             present: Vec::new(),
+            not_served: false,
         }))
     }
 
@@ -211,6 +212,8 @@ struct Http {
     /// Request headers as they arrived (the serialized map): the body phase
     /// edits only what changes (`Forward::header_edits`).
     present: Vec<u8>,
+    /// A request for a host the gateway does not serve (`hosts`).
+    not_served: bool,
 }
 
 fn now_ms(ctx: &dyn Context) -> u64 {
@@ -243,6 +246,7 @@ impl HttpContext for Http {
         let headers = header_map::parse(&raw);
         let get = |name: &str| header_map::get(&headers, name);
         let head = RequestHead {
+            authority: get(":authority"),
             method: get(":method").unwrap_or_default(),
             path: get(":path").unwrap_or_default(),
             authorization: get("authorization"),
@@ -258,6 +262,14 @@ impl HttpContext for Http {
         drop(headers);
         self.present = raw;
         match step {
+            HeadersStep::NotServed => {
+                // Another application's request on a shared listener: no
+                // further callbacks do anything, and no record is made.
+                self.gateway = None;
+                self.not_served = true;
+                self.present = Vec::new();
+                Action::Continue
+            }
             HeadersStep::Reply(r) => self.reply(r),
             // Needs `allow_on_headers_stop_iteration: true` in the plugin
             // config: headers stay held (and editable) while the body arrives.
@@ -357,6 +369,9 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
+        if self.not_served {
+            return;
+        }
         self.flow.set_sequence(&self.instance, next_seq());
         let record = self.flow.finish(now_ms(self), &HostShared);
         let per_key = self.gateway.as_ref().is_some_and(|g| g.metrics_per_key);
