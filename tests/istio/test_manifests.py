@@ -153,9 +153,10 @@ def test_managed_ingress_gateway_configuration_serves_live(rendered, tmp_path):
     (_, boot), = validate.envoy_configs(objs, "GATEWAY")
     mock = launch.Mock(tmp_path)
     # The provider keys as in the cluster's Secret: served over SDS to the
-    # credential_injector the EnvoyFilter puts on each provider's cluster.
-    keys = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-ant-test",
-            "GEMINI_API_KEY": "gemini-test-key"}
+    # credential_injector the EnvoyFilter puts on each provider's cluster
+    # (the mock accepts one key, in each provider's header).
+    keys = {k: launch.MOCK_PROVIDER_SECRET
+            for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")}
     cp = launch.ControlPlane(tmp_path, seed=k8s_seed(mock_keys=False), wasm_inline=True,
                              provider_secrets=keys)
     envoy = None

@@ -1,0 +1,58 @@
+//! One gateway for every target: all three provider kinds, keys with limits
+//! and a budget, guardrails on both directions, capture on — so the fuzzed
+//! requests reach every path the configuration can open.
+
+use sluice_core::gateway::Gateway;
+
+pub const KEY: &str = "sk-fuzz";
+pub const LIMITED_KEY: &str = "sk-fuzz-limited";
+
+thread_local! {
+    static GATEWAY: Gateway = gateway();
+}
+
+pub fn with_gateway<R>(f: impl FnOnce(&Gateway) -> R) -> R {
+    GATEWAY.with(f)
+}
+
+fn gateway() -> Gateway {
+    let cfg = serde_json::json!({
+        "version": "fuzz",
+        "keys": [
+            {"id": "k1", "sha256": sluice_config::hash_key(KEY)},
+            {"id": "k2", "sha256": sluice_config::hash_key(LIMITED_KEY),
+             "limits": {"rpm": 1000000, "tpm": 100000000, "concurrent_streams": 1000},
+             "budget": {"remaining_usd": 1000.0, "epoch": 1}}
+        ],
+        "providers": [
+            {"name": "o", "kind": "openai", "cluster": "co", "host": "o.example",
+             "api_key_env": "K"},
+            {"name": "a", "kind": "anthropic", "cluster": "ca", "host": "a.example",
+             "auth": {"type": "header", "name": "x-api-key"}, "api_key_env": "K"},
+            {"name": "g", "kind": "gemini", "cluster": "cg", "host": "g.example",
+             "auth": {"type": "header", "name": "x-goog-api-key"}, "api_key_env": "K"}
+        ],
+        "models": [
+            {"name": "gpt", "targets": [{"provider": "o", "model": "gpt-up",
+              "price": {"input": 0.000001, "output": 0.000002}}]},
+            {"name": "claude", "targets": [{"provider": "a", "model": "claude-up",
+              "price": {"input": 0.000001, "output": 0.000002}}]},
+            {"name": "gemini", "targets": [{"provider": "g", "model": "gemini-up",
+              "price": {"input": 0.000001, "output": 0.000002}}]},
+            {"name": "split", "targets": [{"provider": "o", "model": "x", "weight": 2,
+              "price": {"input": 0.000001, "output": 0.000002}},
+              {"provider": "a", "model": "y",
+              "price": {"input": 0.000001, "output": 0.000002}}]}
+        ],
+        "limits": {"max_request_body_bytes": 65536, "max_response_body_bytes": 65536,
+                   "max_sse_event_bytes": 4096},
+        "guardrails": {"rules": [
+            {"name": "email", "detector": "email", "action": "mask", "on": "both"},
+            {"name": "card", "detector": "payment_card", "action": "block", "on": "both"},
+            {"name": "ssn", "detector": "us_ssn", "action": "hash", "on": "response"}
+        ]},
+        "capture": {"sample_rate": 1.0, "min_per_stratum": 1, "max_record_bytes": 65536}
+    });
+    let cfg = serde_json::from_value(cfg).expect("fuzz config parses");
+    Gateway::new(cfg, |_| Some("provider-secret".into())).expect("fuzz config is valid")
+}

@@ -1,0 +1,25 @@
+//! The byte-level JSON probe and splice used on passthrough bodies: the
+//! top-level member scan, the request probe and the rewrite it produces.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice_core::json_splice::top_level_member;
+use sluice_core::openai::chat_request::ChatRequest;
+
+fuzz_target!(|data: &[u8]| {
+    for key in [&b"model"[..], b"usage", b"stream", b""] {
+        if let Some(v) = top_level_member(data, key) {
+            // A found member is inside the body.
+            let start = v.as_ptr() as usize - data.as_ptr() as usize;
+            assert!(start + v.len() <= data.len());
+        }
+    }
+    if let Ok(req) = ChatRequest::parse(data) {
+        for force in [false, true] {
+            let out = req.rewrite_with("upstream-\"model\"", force);
+            // The rewrite of a valid body is valid JSON with the new model.
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("rewrite is JSON");
+            assert_eq!(v["model"], "upstream-\"model\"");
+        }
+    }
+});
