@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/wasm/sluice_filter.wasm
 MOCK := target/release/sluice-mock-provider
 WASM_RUNNER := node --no-warnings $(CURDIR)/scripts/wasm-test-runner.mjs
 
-.PHONY: wasm-lite bench-profile deps build wasm mock control-plane replay seed-baseline run test lint unit wasm-unit e2e istio istio-validate oci bench bench-micro clean
+.PHONY: fuzz fuzz-smoke wasm-lite bench-profile deps build wasm mock control-plane replay seed-baseline run test lint unit wasm-unit e2e istio istio-validate oci bench bench-micro clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -66,7 +66,17 @@ istio-validate: deps
 oci: wasm
 	$(PYTHON) scripts/wasm-oci.py
 
-test: deps lint unit wasm-unit e2e istio
+## Every cargo-fuzz target for FUZZ_SECONDS each (nightly and cargo-fuzz are
+## installed when missing); executions and results in docs/reliability.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## A short run of each target: part of `make test`.
+fuzz-smoke:
+	scripts/fuzz.sh 5
+
+test: deps lint unit wasm-unit e2e istio fuzz-smoke
 
 bench: deps build wasm-lite bench-micro
 	@scripts/ensure-deps.sh bench

@@ -695,8 +695,8 @@ def cmd_run(args) -> int:
         print(f"missing build outputs: {missing}; run 'make run'", file=sys.stderr)
         return 1
     cfg = json.loads(Path(args.config).read_text()) if args.config else demo_config()
-    workdir = ROOT / ".run"
-    workdir.mkdir(exist_ok=True)
+    workdir = Path(args.workdir) if args.workdir else ROOT / ".run"
+    workdir.mkdir(parents=True, exist_ok=True)
     managed = not args.static
     if not port_is_free(args.port):
         print(f"sluice: port {args.port} is in use; choose another with SLUICE_PORT=…",
@@ -796,6 +796,7 @@ def main() -> int:
                    help="config inline in the bootstrap instead of from the control plane")
     r.add_argument("--cp-grpc-port", type=int, default=18000)
     r.add_argument("--cp-admin-port", type=int, default=18001)
+    r.add_argument("--workdir", help="state and logs (default .run/)")
     r.set_defaults(fn=cmd_run)
     d = sub.add_parser("render", help="print a bootstrap for a configuration")
     d.add_argument("--config")

@@ -95,7 +95,7 @@ fuzz_target!(|inp: Input<'_>| {
                         BodyStep::Wait => continue,
                         BodyStep::Reply(_) => break,
                         BodyStep::Forward(fw) => {
-                            let _ = fw.header_edits(&[]).count();
+                            let _ = fw.header_edits(&[]).len();
                             forwarded = true;
                             break;
                         }
@@ -122,9 +122,10 @@ fuzz_target!(|inp: Input<'_>| {
                 let _ = f.needs_response_bytes(eos);
                 let _ = f.needs_clock();
                 let bytes = pending.clone();
-                let step = f.on_response_body(gw, pending.len(), eos, 1_700_000_000_005, move || {
-                    Some(bytes)
-                });
+                let step =
+                    f.on_response_body(gw, pending.len(), eos, 1_700_000_000_005, move || {
+                        Some(bytes)
+                    });
                 // Envoy keeps a paused body and hands it back, grown.
                 if step != ResponseBodyStep::Wait {
                     pending.clear();

@@ -35,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
     common::with_gateway(|gw| {
         let mut f = Flow::new(1_700_000_000_000);
         let _ = f.on_request_headers(gw, &head);
-        let _ = f.finish(1_700_000_000_001, &sluice_core::budget::MemoryStore::default());
+        let _ = f.finish(
+            1_700_000_000_001,
+            &sluice_core::budget::MemoryStore::default(),
+        );
     });
 });
