@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS each (default 60) from seed
 # corpora made of the real recordings, configurations and hostile cases
-# (fuzz/make_seeds.py); prints executions per target and in total. Installs
-# the nightly toolchain and cargo-fuzz when missing. A crash fails the run
-# and leaves its input in fuzz/artifacts/<target>/.
+# (fuzz/make_seeds.py), as many at once as there are cores; prints
+# executions per target and in total. Installs the nightly toolchain and
+# cargo-fuzz when missing. A crash fails the run and leaves its input in
+# fuzz/artifacts/<target>/.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,22 +24,40 @@ fi
 python3 fuzz/make_seeds.py
 cargo +nightly fuzz build >/dev/null
 
-total=0
-for t in "${TARGETS[@]}"; do
-  log=$(mktemp)
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+run_one() {
+  local t=$1
   mkdir -p "fuzz/corpus/$t"
   # -rss_limit_mb catches unbounded growth, -timeout a hang.
-  if ! cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
+  if cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
       -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 \
-      -print_final_stats=1 >"$log" 2>&1; then
-    tail -40 "$log"
-    echo "fuzz: target $t FAILED (input in fuzz/artifacts/$t/)" >&2
-    exit 1
+      -print_final_stats=1 >"$logs/$t.log" 2>&1; then
+    echo ok >"$logs/$t.status"
+  else
+    echo failed >"$logs/$t.status"
   fi
-  n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+}
+jobs_max=$(nproc)
+for t in "${TARGETS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 0.5; done
+  run_one "$t" &
+done
+wait
+
+total=0
+failed=0
+for t in "${TARGETS[@]}"; do
+  if [ "$(cat "$logs/$t.status" 2>/dev/null)" != ok ]; then
+    tail -40 "$logs/$t.log" || true
+    echo "fuzz: target $t FAILED (input in fuzz/artifacts/$t/)" >&2
+    failed=1
+    continue
+  fi
+  n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$' | tail -1)
   n=${n:-0}
   total=$((total + n))
   printf 'fuzz: %-11s %10d executions in %ss, no crash\n' "$t" "$n" "$SECONDS_EACH"
-  rm -f "$log"
 done
 printf 'fuzz: %-11s %10d executions\n' total "$total"
+exit "$failed"

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_s
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 
 /// Largest access-log message accepted: above any batch Envoy sends (its
-/// buffer flushes at 16 KiB) plus capture records at their 8 MiB cap.
+/// buffer flushes at 16 KiB) plus capture records at their 16 MiB cap.
 const MAX_ACCESS_LOG_MESSAGE: usize = 64 << 20;
 use rusqlite::params;
 use tokio::sync::{mpsc, watch};

@@ -20,18 +20,7 @@ fuzz_target!(|data: &[u8]| {
     for (_, v) in &headers {
         let _ = sluice_core::auth::presented_key(Some(v), Some(v), Some(v));
     }
-    let head = RequestHead {
-        authority: get(":authority"),
-        method: get(":method").unwrap_or_default(),
-        path: get(":path").unwrap_or_default(),
-        authorization: get("authorization"),
-        x_api_key: get("x-api-key"),
-        x_goog_api_key: get("x-goog-api-key"),
-        anthropic_version: get("anthropic-version"),
-        content_length: get("content-length"),
-        request_id: get("x-request-id"),
-        end_of_stream: data.first().is_some_and(|b| b & 1 == 1),
-    };
+    let head = RequestHead::from_headers(&headers, data.first().is_some_and(|b| b & 1 == 1));
     common::with_gateway(|gw| {
         let mut f = Flow::new(1_700_000_000_000);
         let _ = f.on_request_headers(gw, &head);

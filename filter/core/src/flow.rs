@@ -70,6 +70,26 @@ pub struct RequestHead<'a> {
     pub end_of_stream: bool,
 }
 
+impl<'a> RequestHead<'a> {
+    /// The fields the flow reads, from a parsed header map
+    /// (`header_map::parse`; names lower-case, as Envoy keeps them).
+    pub fn from_headers(headers: &[(&'a str, &'a str)], end_of_stream: bool) -> Self {
+        let get = |name: &str| crate::header_map::get(headers, name);
+        RequestHead {
+            authority: get(":authority"),
+            method: get(":method").unwrap_or_default(),
+            path: get(":path").unwrap_or_default(),
+            authorization: get("authorization"),
+            x_api_key: get("x-api-key"),
+            x_goog_api_key: get("x-goog-api-key"),
+            anthropic_version: get("anthropic-version"),
+            content_length: get("content-length"),
+            request_id: get("x-request-id"),
+            end_of_stream,
+        }
+    }
+}
+
 /// A response the gateway sends itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {

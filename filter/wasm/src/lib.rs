@@ -244,19 +244,7 @@ impl HttpContext for Http {
         // crossing allocates inside the VM); names are lower-case.
         let raw = header_map_bytes(MapType::HttpRequestHeaders);
         let headers = header_map::parse(&raw);
-        let get = |name: &str| header_map::get(&headers, name);
-        let head = RequestHead {
-            authority: get(":authority"),
-            method: get(":method").unwrap_or_default(),
-            path: get(":path").unwrap_or_default(),
-            authorization: get("authorization"),
-            x_api_key: get("x-api-key"),
-            x_goog_api_key: get("x-goog-api-key"),
-            anthropic_version: get("anthropic-version"),
-            content_length: get("content-length"),
-            request_id: get("x-request-id"),
-            end_of_stream,
-        };
+        let head = RequestHead::from_headers(&headers, end_of_stream);
         let step = self.flow.on_request_headers(&gw, &head);
         // Kept (already allocated) so the body phase edits only what changes.
         drop(headers);
