@@ -493,11 +493,12 @@ class ControlPlane:
                  wasm_remote: bool = False, push_keys: bool = False,
                  wasm_inline: bool = False, provider_secrets: dict | None = None):
         """`provider_secrets`: env var → value the control plane serves over
-        SDS (`--provider-secrets`). `wasm_remote`: Envoy fetches the module from the control plane
-        instead of reading a local file; `wasm_inline`: the control plane
-        sends the module's bytes in the config (as in Kubernetes). `push_keys`: the
-        provider keys go from the control plane's environment into the VM
-        config instead of Envoy's environment."""
+        SDS (`--provider-secrets`); `push_keys`: the mock provider's key that
+        way (Envoy's credential_injector adds it upstream; nothing in Envoy's
+        environment or the VM). `wasm_remote`: Envoy fetches the module from
+        the control plane instead of reading a local file; `wasm_inline`: the
+        control plane sends the module's bytes in the config (as in
+        Kubernetes)."""
         self.env = {}
         self.workdir = workdir
         self.db = db or workdir / "sluice.db"
