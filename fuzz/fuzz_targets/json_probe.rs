@@ -14,8 +14,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(start + v.len() <= data.len());
         }
     }
-    // (The probe skips what it does not read without validating it, so it
-    // accepts some bodies a full parse refuses; the flow refuses those.)
+    // (The probe skips what it does not read without validating it — a lone
+    // surrogate escape in an ignored string, say — so it accepts some bodies
+    // a full parse refuses; those go to the provider as sent.)
     let valid = serde_json::from_slice::<serde_json::Value>(data).is_ok();
     if let Ok(req) = ChatRequest::parse(data) {
         for force in [false, true] {

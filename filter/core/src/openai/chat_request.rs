@@ -60,6 +60,14 @@ impl<'a> ChatRequest<'a> {
                 "The request body must be a JSON object.",
             ));
         }
+        // JSON is UTF-8 (RFC 8259), and the probe skips what it does not
+        // read without validating it: without this a body with invalid bytes
+        // in a skipped member would be forwarded as is (found by fuzzing).
+        if std::str::from_utf8(body).is_err() {
+            return Err(GatewayError::invalid_request(
+                "The request body is not valid UTF-8.",
+            ));
+        }
         let probe: Probe<'a> = serde_json::from_slice(body).map_err(|e| {
             GatewayError::invalid_request(format!(
                 "We could not parse the JSON body of your request: {e}"
@@ -197,6 +205,9 @@ mod tests {
             b"{\"model\":\"a\",\"stream\":\"yes\"}",
             b"{\"model\":\"a\",\"stream_options\":3}",
             b"\xff\xfe",
+            // Invalid UTF-8 in a member the probe does not read (the fuzz
+            // target's finding).
+            b"{\"model\": \"gpt\", \"messages\": [{\"r\xa3le\": \"user\"}]}",
         ] {
             let e = ChatRequest::parse(body).err().expect("must fail");
             assert_eq!(e.status, 400, "{:?}", String::from_utf8_lossy(body));
