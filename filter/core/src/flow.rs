@@ -723,11 +723,11 @@ impl Flow {
             .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
         // Only a configured name reaches the record (metric labels, the
         // ledger): a client-chosen one would give every request its own
-        // label and memo entry.
-        if gw.is_model(&model_name) {
-            self.record.model = Some(model_name.clone());
-        }
+        // label and memo entry. (Looked up again only on the error path.)
         let model = gw.model_for(key, &model_name).inspect_err(|_| {
+            if gw.is_model(&model_name) {
+                self.record.model = Some(model_name.clone());
+            }
             if !gemini && probe.is_none() {
                 // Refused before the parse: the record's `stream` as the
                 // scan reads it.
@@ -735,6 +735,7 @@ impl Flow {
                     crate::json_splice::top_level_member(body, b"stream") == Some(b"true");
             }
         })?;
+        self.record.model = Some(model_name.clone());
         let target = model.pick();
         let provider = gw
             .provider(target.provider)

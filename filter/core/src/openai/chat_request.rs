@@ -63,12 +63,14 @@ impl<'a> ChatRequest<'a> {
         // JSON is UTF-8 (RFC 8259), and the probe skips what it does not
         // read without validating it: without this a body with invalid bytes
         // in a skipped member would be forwarded as is (found by fuzzing).
-        if std::str::from_utf8(body).is_err() {
+        // Parsing the checked `str` then skips serde_json's own per-string
+        // validation, which pays for most of this pass.
+        let Ok(text) = std::str::from_utf8(body) else {
             return Err(GatewayError::invalid_request(
                 "The request body is not valid UTF-8.",
             ));
-        }
-        let probe: Probe<'a> = serde_json::from_slice(body).map_err(|e| {
+        };
+        let probe: Probe<'a> = serde_json::from_str(text).map_err(|e| {
             GatewayError::invalid_request(format!(
                 "We could not parse the JSON body of your request: {e}"
             ))
