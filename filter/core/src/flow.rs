@@ -39,15 +39,6 @@ use crate::{anthropic, gemini, openai};
 /// Bytes of the client's `x-request-id` kept in the usage record.
 const MAX_REQUEST_ID: usize = 128;
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate_chars(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end = end.saturating_sub(1);
-    }
-    s.get(..end).unwrap_or_default()
-}
-
 /// Header the route uses (`cluster_header`) to pick the upstream cluster.
 pub const CLUSTER_HEADER: &str = "x-sluice-cluster";
 /// Response header listing what a translation could not carry over.
@@ -431,7 +422,7 @@ impl Flow {
         // Correlation only (the ledger keys on the gateway's own id), and
         // bounded: the header is the client's.
         self.record.request_id =
-            truncate_chars(head.request_id.unwrap_or_default(), MAX_REQUEST_ID).to_string();
+            crate::error::truncate(head.request_id.unwrap_or_default(), MAX_REQUEST_ID).to_string();
         self.record.config_version.clone_from(&gw.version);
         self.record.role = gw.shadow.map(|r| r.as_str());
         self.client_anthropic_version_missing = head.anthropic_version.is_none();
