@@ -62,8 +62,8 @@ fn auth(s: &AdminState, h: &HeaderMap, write: bool) -> Result<(), ApiError> {
     }
 }
 
-/// Constant-time comparison for tokens.
-fn ct_eq(a: &str, b: &str) -> bool {
+/// Constant-time comparison for tokens (admin API and gRPC, `sds.rs`).
+pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

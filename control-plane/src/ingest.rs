@@ -68,24 +68,17 @@ pub fn ledger_id(node: &str, u: &UsageIn) -> String {
     match (u.vm.as_deref().filter(|v| !v.is_empty()), u.seq) {
         (Some(vm), Some(seq)) => format!("{node}/{vm}/{seq}"),
         _ => {
-            let mut b = [0u8; 16];
-            // Without entropy, time and a process-wide counter still never repeat.
-            if getrandom::fill(&mut b).is_err() {
-                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                b[..8].copy_from_slice(&n.to_le_bytes());
-                b[8..].copy_from_slice(&now_nanos().to_le_bytes());
-            }
-            format!("{node}/unsequenced/{}", hex::encode(b))
+            // The process start time and a counter: never the same twice,
+            // across restarts included.
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!(
+                "{node}/unsequenced/{}-{n}",
+                START.get_or_init(store::now_ms)
+            )
         }
     }
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Writes a batch; returns the keys that were charged.

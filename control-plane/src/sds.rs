@@ -142,7 +142,7 @@ pub fn require_token(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        if crate::admin::ct_eq(presented, &token) {
             Ok(req)
         } else {
             Err(Status::unauthenticated(
@@ -150,14 +150,6 @@ pub fn require_token(
             ))
         }
     }
-}
-
-/// Equal in time independent of where the first difference is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
