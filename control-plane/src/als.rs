@@ -14,11 +14,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::App;
-use crate::store::UsageIn;
+use sluice_records::UsageRecord as UsageIn;
 
-pub const USAGE_FILTER_STATE: &str = "wasm.sluice_usage";
-/// Sampled requests' capture records (replay baselines).
-pub const CAPTURE_FILTER_STATE: &str = "wasm.sluice_capture";
+use sluice_records::names::{CAPTURE_FILTER_STATE, USAGE_FILTER_STATE};
 
 pub struct Als {
     pub app: Arc<App>,

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::store::{Store, UsageIn};
+use crate::store::Store;
+use sluice_records::UsageRecord as UsageIn;
 
 /// The configuration currently served to every Envoy.
 #[derive(Debug, Clone, PartialEq)]

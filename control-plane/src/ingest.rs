@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::pricing;
-use crate::store::{self, now_s, UsageIn};
+use crate::store::{self, now_s};
+use sluice_records::UsageRecord as UsageIn;
 
 const MAX_BATCH: usize = 512;
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -65,9 +66,9 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<(String, UsageIn)>) {
 /// requests one. A record without a sequence (not from the filter's usage
 /// path) gets an id of its own: counted, never merged.
 pub fn ledger_id(node: &str, u: &UsageIn) -> String {
-    match (u.vm.as_deref().filter(|v| !v.is_empty()), u.seq) {
-        (Some(vm), Some(seq)) => format!("{node}/{vm}/{seq}"),
-        _ => {
+    match u.sequence() {
+        Some((vm, seq)) => format!("{node}/{vm}/{seq}"),
+        None => {
             // The process start time and a counter: never the same twice,
             // across restarts included.
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -88,7 +89,10 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
     let tx = c.transaction()?;
     let mut charged = HashSet::new();
     let now = now_s();
+    // Counts arrive as u64; sqlite integers are i64.
+    let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
     for (node, u) in batch {
+        let t = &u.tokens;
         let price = u
             .upstream_model
             .as_deref()
@@ -98,10 +102,10 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
             .map(|p| {
                 pricing::cost(
                     p,
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_tokens,
-                    u.cache_creation_tokens,
+                    n(t.prompt_tokens),
+                    n(t.completion_tokens),
+                    n(t.cached_tokens),
+                    n(t.cache_creation_tokens),
                 )
             })
             .unwrap_or(0.0);
@@ -123,23 +127,24 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
                 u.upstream_model,
                 u.client_dialect,
                 u.stream,
-                u.prompt_tokens,
-                u.completion_tokens,
-                u.cached_tokens,
+                n(t.prompt_tokens),
+                n(t.completion_tokens),
+                n(t.cached_tokens),
                 cost,
                 u.status,
                 u.error,
                 u.usage_source,
-                u.latency_ms,
-                u.ttft_ms,
+                n(u.latency_ms),
+                u.ttft_ms.map(n),
                 u.request_id,
-                u.cache_creation_tokens
+                n(t.cache_creation_tokens)
             ],
         )?;
         if inserted == 0 {
             continue; // a duplicate delivery: never counted twice
         }
-        if let (Some(vm), Some(seq)) = (u.vm.as_deref().filter(|v| !v.is_empty()), u.seq) {
+        if let Some((vm, seq)) = u.sequence() {
+            let seq = n(seq);
             tx.execute(
                 "INSERT INTO log_streams (node, vm, max_seq, received) VALUES (?1, ?2, ?3, 1)
                  ON CONFLICT(node, vm) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq),
@@ -261,8 +266,8 @@ mod tests {
         tokio::spawn(run(app.clone(), rx));
         let u = UsageIn {
             request_id: "r".into(),
-            vm: Some("vm".into()),
-            seq: Some(1),
+            vm: "vm".into(),
+            seq: 1,
             status: 200,
             ..Default::default()
         };
@@ -299,11 +304,11 @@ mod tests {
         assert_eq!(rows(), 1);
     }
 
-    fn rec(rid: &str, vm: Option<&str>, seq: Option<i64>) -> UsageIn {
+    fn rec(rid: &str, vm: Option<&str>, seq: Option<u64>) -> UsageIn {
         UsageIn {
             request_id: rid.into(),
-            vm: vm.map(Into::into),
-            seq,
+            vm: vm.unwrap_or_default().into(),
+            seq: seq.unwrap_or_default(),
             ..Default::default()
         }
     }

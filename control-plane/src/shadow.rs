@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::store::UsageIn;
+use sluice_records::UsageRecord as UsageIn;
 
 /// An unpaired record is forgotten after this long.
 const PAIR_TTL: Duration = Duration::from_secs(60);
@@ -77,10 +77,10 @@ impl Pairs {
         };
         let now = Instant::now();
         let seen = Seen {
-            role: role.clone(),
+            role: role.to_string(),
             digest: digest.clone(),
-            status: u.status,
-            latency_ms: u.latency_ms.unwrap_or(0),
+            status: i64::from(u.status),
+            latency_ms: i64::try_from(u.latency_ms).unwrap_or(i64::MAX),
             at: now,
         };
         match self.pending.remove(&u.request_id) {

@@ -191,56 +191,6 @@ pub struct Price {
     pub source: String,
 }
 
-/// One ledger row, as received from the filter's usage record.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct UsageIn {
-    /// The client's (or Envoy's) `x-request-id`: correlation only, never the
-    /// ledger key (see `ingest::ledger_id`).
-    #[serde(default)]
-    pub request_id: String,
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub provider: Option<String>,
-    #[serde(default)]
-    pub upstream_model: Option<String>,
-    #[serde(default)]
-    pub client_dialect: Option<String>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub prompt_tokens: i64,
-    #[serde(default)]
-    pub completion_tokens: i64,
-    #[serde(default)]
-    pub cached_tokens: i64,
-    /// Prompt tokens written to the provider's cache (priced above input).
-    #[serde(default)]
-    pub cache_creation_tokens: i64,
-    #[serde(default)]
-    pub status: i64,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub usage_source: Option<String>,
-    #[serde(default)]
-    pub latency_ms: Option<i64>,
-    #[serde(default)]
-    pub ttft_ms: Option<i64>,
-    /// Per-VM instance id and sequence number (loss detection).
-    #[serde(default)]
-    pub vm: Option<String>,
-    #[serde(default)]
-    pub seq: Option<i64>,
-    /// Online shadow comparison (`primary` / `shadow`) and the digest.
-    #[serde(default)]
-    pub role: Option<String>,
-    #[serde(default)]
-    pub digest: Option<String>,
-}
-
 pub fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sluice_core::json_splice::top_level_member;
-use sluice_core::openai::chat_request::ChatRequest;
+use sluice_core::request_probe::RequestProbe;
 
 fuzz_target!(|data: &[u8]| {
     for key in [&b"model"[..], b"usage", b"stream", b""] {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     // surrogate escape in an ignored string, say — so it accepts some bodies
     // a full parse refuses; those go to the provider as sent.)
     let valid = serde_json::from_slice::<serde_json::Value>(data).is_ok();
-    if let Ok(req) = ChatRequest::parse(data) {
+    if let Ok(req) = RequestProbe::parse(data) {
         for force in [false, true] {
             let out = req.rewrite_with("upstream-\"model\"", force);
             if valid {

@@ -4,11 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_core::canonical::Dialect;
-use sluice_core::sse::SseParser;
-use sluice_core::translate::stream::{Decoder, Encoder, StreamTranslator};
-
-const DIALECTS: [Dialect; 3] = [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini];
+use sluice_core::api::APIS;
+use sluice_core::backend::BACKENDS;
+use sluice_core::framing::sse::SseParser;
+use sluice_core::translate::stream::StreamTranslator;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
@@ -28,14 +27,12 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    let from = DIALECTS[usize::from(sel) % 3];
-    let to = DIALECTS[usize::from(sel / 3) % 3];
+    // Every registered backend to every registered client API.
+    let from = BACKENDS[usize::from(sel) % BACKENDS.len()];
+    let to = APIS[usize::from(sel / 3) % APIS.len()];
     let include_usage = sel & 0x80 != 0;
-    let mut t = StreamTranslator::new(
-        4096,
-        Decoder::for_provider(from),
-        Encoder::for_client(to, "public-model", 1_700_000_000, include_usage),
-    );
+    let mut t =
+        StreamTranslator::between(from, to, 4096, "public-model", 1_700_000_000, include_usage);
     let mut out = 0usize;
     for (i, c) in chunks.iter().enumerate() {
         out += t.feed(c, i + 1 == chunks.len()).len();

@@ -106,43 +106,6 @@ pub struct Versions {
     pub sanitizer: String,
 }
 
-/// The filter's capture record (filter/core/src/capture.rs).
-#[derive(Debug, Deserialize)]
-struct Capture {
-    request_id: String,
-    key_id: Option<String>,
-    ts_ms: u64,
-    filter_version: String,
-    config_version: String,
-    method: String,
-    path: String,
-    anthropic_version: Option<String>,
-    request_body: String,
-    upstream: Option<CaptureUpstream>,
-    status: u16,
-    content_type: Option<String>,
-    #[serde(default)]
-    warnings: Option<String>,
-    response_body: String,
-    model: Option<String>,
-    upstream_model: Option<String>,
-    client_dialect: String,
-    stream: bool,
-    tools: bool,
-    stratum: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct CaptureUpstream {
-    provider: String,
-    kind: String,
-    path: String,
-    request_body: String,
-    status: u16,
-    content_type: Option<String>,
-    response_body: String,
-}
-
 /// A body as JSON when it parses, else the text.
 pub fn body_value(text: &str) -> Value {
     if text.is_empty() {
@@ -158,7 +121,7 @@ fn is_sse(content_type: Option<&str>) -> bool {
 /// Splits an SSE body into events (comments and `id:`/`retry:` dropped).
 pub fn split_events(text: &str) -> Vec<SseEvent> {
     let mut out = Vec::new();
-    let mut parser = sluice_core::sse::SseParser::new(usize::MAX / 2);
+    let mut parser = sluice_core::framing::sse::SseParser::new(usize::MAX / 2);
     let _ = parser.feed(text.as_bytes(), true, |ev| {
         let Some(data) = ev.data.as_deref() else {
             return;
@@ -233,8 +196,8 @@ impl HttpResponse {
 impl Record {
     /// Converts the filter's capture record (raw, unsanitized).
     pub fn from_capture(bytes: &[u8], ruleset: &str) -> Result<Record, String> {
-        let c: Capture =
-            serde_json::from_slice(bytes).map_err(|e| format!("bad capture record: {e}"))?;
+        let c = sluice_records::CaptureRecord::from_json(bytes)
+            .map_err(|e| format!("bad capture record: {e}"))?;
         let route = c.path.split('?').next().unwrap_or_default().to_string();
         let mut headers = BTreeMap::new();
         headers.insert("content-type".into(), "application/json".into());

@@ -285,32 +285,23 @@ pub enum KeyStatus {
     OverBudget,
 }
 
-/// Which API a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// Any OpenAI-compatible Chat Completions API.
-    Openai,
-    /// Anthropic Messages API.
-    Anthropic,
-    /// Google Gemini (AI Studio) API.
-    Gemini,
-}
+/// Which API a provider speaks: the name of a backend in the filter's
+/// registry (`openai` — any OpenAI-compatible Chat Completions API —,
+/// `anthropic`, `gemini`). The filter's config compiler refuses a kind it
+/// has no backend for, so adding a backend needs no change here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderKind(pub String);
 
 impl ProviderKind {
-    pub fn default_base_path(self) -> &'static str {
-        match self {
-            ProviderKind::Openai | ProviderKind::Anthropic => "/v1",
-            ProviderKind::Gemini => "/v1beta",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-        }
+impl From<&str> for ProviderKind {
+    fn from(s: &str) -> Self {
+        ProviderKind(s.to_string())
     }
 }
 

@@ -15,14 +15,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_core::canonical::Dialect;
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
 use sluice_core::gateway::Gateway;
 
 mod fixtures;
 use fixtures::{gateway, request_2kb, ANTHROPIC_RESPONSE, OPENAI_RESPONSE};
-use sluice_core::sse::SseParser;
-use sluice_core::translate::stream::{Decoder, Encoder, StreamTranslator};
+use sluice_core::framing::sse::SseParser;
+use sluice_core::translate::stream::StreamTranslator;
 
 fn one_request(gw: &Gateway, body: &[u8], response: &[u8]) -> usize {
     let mut f = Flow::new(0);
@@ -95,16 +94,19 @@ fn streams(c: &mut Criterion) {
         })
     });
     for (name, client) in [
-        ("translate openai→anthropic, per event", Dialect::Anthropic),
-        ("translate openai→gemini, per event", Dialect::Gemini),
-        ("re-encode openai→openai, per event", Dialect::OpenAi),
+        ("translate openai→anthropic, per event", "anthropic"),
+        ("translate openai→gemini, per event", "gemini"),
+        ("re-encode openai→openai, per event", "openai"),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let mut t = StreamTranslator::new(
+                let mut t = StreamTranslator::between(
+                    sluice_core::backend::lookup("openai").unwrap(),
+                    sluice_core::api::lookup(client).unwrap(),
                     1 << 20,
-                    Decoder::for_provider(Dialect::OpenAi),
-                    Encoder::for_client(client, "gpt", 1, false),
+                    "gpt",
+                    1,
+                    false,
                 );
                 t.feed(black_box(&stream), true).len()
             })

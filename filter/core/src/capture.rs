@@ -9,12 +9,8 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use sluice_config::CaptureConfig;
-
-/// Capture record format version (the control plane converts it into the
-/// replay record format, `sluice-replay/1`).
-pub const CAPTURE_VERSION: u8 = 1;
+use sluice_records::{CaptureRecord, CaptureUpstream, CAPTURE_VERSION};
 
 /// Strata tracked per VM; beyond this, new strata are sampled at the rate only.
 const MAX_STRATA: usize = 4096;
@@ -214,80 +210,44 @@ impl Capture {
     }
 
     /// The record, unless it was dropped.
-    pub fn finish(&self, rec: &crate::usage::UsageRecord, ts_ms: u64) -> Option<Vec<u8>> {
+    pub fn finish(&self, rec: &sluice_records::UsageRecord, ts_ms: u64) -> Option<Vec<u8>> {
         if self.dropped {
             return None;
         }
         let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let out = Out {
+        CaptureRecord {
             v: CAPTURE_VERSION,
-            request_id: &rec.request_id,
-            key_id: rec.key_id.as_deref(),
+            request_id: rec.request_id.clone(),
+            key_id: rec.key_id.clone(),
             ts_ms,
-            filter_version: env!("CARGO_PKG_VERSION"),
-            config_version: &rec.config_version,
-            method: &self.method,
-            path: &self.path,
-            anthropic_version: self.anthropic_version.as_deref(),
+            filter_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_version: rec.config_version.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            anthropic_version: self.anthropic_version.clone(),
             request_body: s(&self.request_body),
-            upstream: self.upstream.as_ref().map(|u| OutUpstream {
-                provider: &u.provider,
-                kind: u.kind,
-                path: &u.path,
+            upstream: self.upstream.as_ref().map(|u| CaptureUpstream {
+                provider: u.provider.clone(),
+                kind: u.kind.to_string(),
+                path: u.path.clone(),
                 request_body: s(&u.body),
                 status: u.status,
-                content_type: u.content_type.as_deref(),
+                content_type: u.content_type.clone(),
                 response_body: s(&u.response),
             }),
             status: rec.status,
-            content_type: self.content_type.as_deref(),
-            warnings: self.warnings.as_deref(),
+            content_type: self.content_type.clone(),
+            warnings: self.warnings.clone(),
             response_body: s(&self.response),
-            model: rec.model.as_deref(),
-            upstream_model: rec.upstream_model.as_deref(),
-            client_dialect: rec.client_dialect,
+            model: rec.model.clone(),
+            upstream_model: rec.upstream_model.clone(),
+            client_dialect: rec.client_dialect.to_string(),
             stream: rec.stream,
             tools: self.tools,
-            stratum: &self.stratum,
-        };
-        serde_json::to_vec(&out).ok()
+            stratum: self.stratum.clone(),
+        }
+        .to_json()
     }
-}
-
-#[derive(Serialize)]
-struct OutUpstream<'a> {
-    provider: &'a str,
-    kind: &'static str,
-    path: &'a str,
-    request_body: String,
-    status: u16,
-    content_type: Option<&'a str>,
-    response_body: String,
-}
-
-#[derive(Serialize)]
-struct Out<'a> {
-    v: u8,
-    request_id: &'a str,
-    key_id: Option<&'a str>,
-    ts_ms: u64,
-    filter_version: &'static str,
-    config_version: &'a str,
-    method: &'a str,
-    path: &'a str,
-    anthropic_version: Option<&'a str>,
-    request_body: String,
-    upstream: Option<OutUpstream<'a>>,
-    status: u16,
-    content_type: Option<&'a str>,
-    warnings: Option<&'a str>,
-    response_body: String,
-    model: Option<&'a str>,
-    upstream_model: Option<&'a str>,
-    client_dialect: &'static str,
-    stream: bool,
-    tools: bool,
-    stratum: &'a str,
 }
 
 #[cfg(test)]
@@ -321,7 +281,7 @@ mod tests {
 
     #[test]
     fn oversize_records_are_dropped_whole_and_query_keys_redacted() {
-        let rec = crate::usage::UsageRecord::default();
+        let rec = sluice_records::UsageRecord::default();
         let mut c = Capture::new(
             &cfg(1.0, 0, 100),
             "POST",

@@ -1,6 +1,7 @@
 //! Errors the gateway itself answers with. They are dialect-neutral here and
-//! rendered in the caller's dialect at the edge (`openai::errors`, …), so a
-//! client always gets an error body its SDK understands.
+//! rendered in the caller's API at the edge (`ClientApi::render_error`), so a
+//! client always gets an error body its SDK understands. Below the dialects:
+//! imports only `canonical`.
 
 /// What went wrong, independent of any dialect's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,22 +141,6 @@ impl GatewayError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, ErrorKind::Unavailable, message)
-    }
-}
-
-impl GatewayError {
-    /// The error body in the caller's dialect.
-    pub fn render(&self, dialect: crate::canonical::Dialect) -> Vec<u8> {
-        use crate::canonical::Dialect;
-        match dialect {
-            Dialect::OpenAi => crate::openai::errors::render(self),
-            Dialect::Anthropic => {
-                crate::anthropic::response::error_body(self.kind.class(), &self.message)
-            }
-            Dialect::Gemini => {
-                crate::gemini::response::error_body(self.status, self.kind.class(), &self.message)
-            }
-        }
     }
 }
 

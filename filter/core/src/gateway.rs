@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sluice_config::{ConfigError, KeyStatus, Limits, PluginConfig, ProviderAuth, ProviderKind};
+use sluice_config::{ConfigError, KeyStatus, Limits, PluginConfig, ProviderAuth};
+
+use crate::backend::Backend;
 
 use crate::error::GatewayError;
 use crate::routing::WeightedPicker;
@@ -29,7 +31,8 @@ impl KeyEntry {
 #[derive(Debug)]
 pub struct ProviderEntry {
     pub name: String,
-    pub kind: ProviderKind,
+    /// What the provider is (its configured `kind`, from the registry).
+    pub backend: &'static dyn Backend,
     pub cluster: String,
     pub host: String,
     pub base_path: String,
@@ -114,7 +117,37 @@ impl Gateway {
         cfg: PluginConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Gateway, Vec<ConfigError>> {
+        Self::with_backends(cfg, env, crate::backend::BACKENDS)
+    }
+
+    /// As `new`, with provider kinds looked up in `backends` (the registry,
+    /// or a test's registry with a backend of its own).
+    pub fn with_backends(
+        cfg: PluginConfig,
+        env: impl Fn(&str) -> Option<String>,
+        backends: &[&'static dyn Backend],
+    ) -> Result<Gateway, Vec<ConfigError>> {
         cfg.validate()?;
+        let unknown: Vec<ConfigError> = cfg
+            .providers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !backends.iter().any(|b| b.kind() == p.kind.as_str()))
+            .map(|(i, p)| {
+                let known: Vec<&str> = backends.iter().map(|b| b.kind()).collect();
+                ConfigError::new(
+                    format!("providers[{i}].kind"),
+                    format!(
+                        "unknown provider kind '{}' (known: {})",
+                        crate::error::truncate(p.kind.as_str(), 64),
+                        known.join(", ")
+                    ),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
         let guardrails = match &cfg.guardrails {
             Some(g) => Some(
                 crate::guardrails::Policy::new(g, &env)
@@ -125,6 +158,13 @@ impl Gateway {
         let mut provider_index = HashMap::new();
         let mut providers = Vec::with_capacity(cfg.providers.len());
         for p in cfg.providers {
+            let Some(backend) = backends
+                .iter()
+                .copied()
+                .find(|b| b.kind() == p.kind.as_str())
+            else {
+                continue; // refused above
+            };
             let credential = match (&p.auth, &p.api_key_env) {
                 // Injected by Envoy (`api_key_secret`), or no credential.
                 (ProviderAuth::None, _) | (_, None) => Credential::None,
@@ -146,13 +186,13 @@ impl Gateway {
             provider_index.insert(p.name.clone(), providers.len());
             providers.push(ProviderEntry {
                 name: p.name,
-                kind: p.kind,
+                backend,
                 cluster: p.cluster,
                 host: p.host,
                 base_path: p
                     .base_path
                     .as_deref()
-                    .unwrap_or(p.kind.default_base_path())
+                    .unwrap_or(backend.default_base_path())
                     .trim_end_matches('/')
                     .to_string(),
                 credential,

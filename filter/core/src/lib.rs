@@ -9,12 +9,15 @@
 #![cfg_attr(test, allow(clippy::arithmetic_side_effects, clippy::string_slice))]
 
 pub mod anthropic;
+pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod budget;
 pub mod canonical;
 pub mod capture;
 pub mod error;
 pub mod flow;
+pub mod framing;
 pub mod gateway;
 pub mod gemini;
 pub mod guardrails;
@@ -23,10 +26,10 @@ pub mod json_splice;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
+pub mod request_probe;
 pub mod routing;
-pub mod sse;
 pub mod tokens;
 pub mod translate;
-pub mod usage;
 
 pub use sluice_config as config;
+pub use sluice_records as records;

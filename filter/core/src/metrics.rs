@@ -9,7 +9,7 @@
 //! exists. Label values come from the configuration (provider and model
 //! names) or small fixed sets, so cardinality is bounded by the config.
 
-use crate::usage::UsageRecord;
+use sluice_records::UsageRecord;
 
 /// The labels Sluice puts on metrics (each needs a `stats_tags` rule).
 pub const LABELS: &[&str] = &[
@@ -117,7 +117,7 @@ fn each(
         ("provider", provider),
         ("model", model),
         ("status_class", status_class),
-        ("client_dialect", r.client_dialect),
+        ("client_dialect", r.client_dialect.as_ref()),
         ("key", key),
     ];
     let mut requests = [labels[0], labels[1], labels[2], labels[3], labels[4]];
@@ -127,7 +127,7 @@ fn each(
         Kind::Counter,
         1,
     );
-    if let Some(reason) = r.error {
+    if let Some(reason) = r.error.as_deref() {
         // Everything the gateway refused itself: rate limits, budgets,
         // guardrails, auth, bad requests.
         requests[0] = ("reason", reason);
@@ -289,14 +289,14 @@ impl<T: Copy> MetricIds<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::TokenUsage;
+    use sluice_records::TokenUsage;
 
     #[test]
     fn one_request_gives_counters_and_histograms() {
         let r = UsageRecord {
             provider: Some("mock".into()),
             model: Some("gpt;4=x".into()),
-            client_dialect: "anthropic",
+            client_dialect: "anthropic".into(),
             status: 200,
             latency_ms: 12,
             ttft_ms: Some(3),
@@ -328,10 +328,10 @@ mod tests {
     fn refused_requests_count_once() {
         let r = UsageRecord {
             status: 429,
-            client_dialect: "openai",
+            client_dialect: "openai".into(),
             key_id: Some("k1".into()),
             model: Some("m".into()),
-            error: Some("rate_limit_exceeded"),
+            error: Some("rate_limit_exceeded".into()),
             ..Default::default()
         };
         let u = updates(&r, false);
@@ -353,7 +353,7 @@ mod tests {
             provider: Some("mock".into()),
             model: Some("m;x".into()),
             key_id: Some("k1".into()),
-            client_dialect: "openai",
+            client_dialect: "openai".into(),
             status: 200,
             latency_ms: 7,
             ..Default::default()

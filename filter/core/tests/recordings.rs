@@ -23,8 +23,37 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use serde_json::Value;
-use sluice_core::canonical::{Dialect, FinishReason};
-use sluice_core::translate::stream::{Decoder, Encoder, StreamTranslator};
+use sluice_core::api::ClientApi;
+use sluice_core::backend::Backend;
+use sluice_core::canonical::FinishReason;
+use sluice_core::translate::stream::StreamTranslator;
+
+/// The wire a recording was made in, as a backend (what the provider sent)
+/// or a client API (what a client reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Gemini => "gemini",
+        }
+    }
+
+    fn backend(self) -> &'static dyn Backend {
+        sluice_core::backend::lookup(self.name()).unwrap()
+    }
+
+    fn api(self) -> &'static dyn ClientApi {
+        sluice_core::api::lookup(self.name()).unwrap()
+    }
+}
 
 fn recordings_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/provider-recordings")
@@ -438,10 +467,13 @@ fn read_client(d: Dialect, bytes: &[u8]) -> Said {
 }
 
 fn translate(r: &Recording, client: Dialect, cuts: &[usize]) -> Vec<u8> {
-    let mut t = StreamTranslator::new(
+    let mut t = StreamTranslator::between(
+        r.dialect.backend(),
+        client.api(),
         1 << 20,
-        Decoder::for_provider(r.dialect),
-        Encoder::for_client(client, "public-model", 1_700_000_000, true),
+        "public-model",
+        1_700_000_000,
+        true,
     );
     let mut out = Vec::new();
     let mut last = 0;
@@ -461,7 +493,7 @@ fn every_recording_into_every_client_dialect() {
         let said = read_provider(&r);
         for client in CLIENTS {
             let got = read_client(client, &translate(&r, client, &[]));
-            let ctx = format!("{} → {}", r.name, client.as_str());
+            let ctx = format!("{} → {}", r.name, client.name());
             assert_eq!(got.text, said.text, "text, {ctx}");
             // Gemini and Anthropic clients get reasoning as thoughts/thinking.
             assert_eq!(got.reasoning, said.reasoning, "reasoning, {ctx}");
@@ -555,20 +587,18 @@ fn truncated_and_garbage_streams_end_with_an_error_event_never_a_panic() {
     for r in &all {
         for client in CLIENTS {
             let cut = r.sse.len() / 2;
-            let mut t = StreamTranslator::new(
+            let mut t = StreamTranslator::between(
+                r.dialect.backend(),
+                client.api(),
                 1 << 20,
-                Decoder::for_provider(r.dialect),
-                Encoder::for_client(client, "m", 1, false),
+                "m",
+                1,
+                false,
             );
             let mut out = t.feed(&r.sse[..cut], false);
             out.extend(t.feed(b"data: {garbage\n\n\xff\xfe", true));
             let said = read_client(client, &out);
-            assert!(
-                said.error,
-                "{} → {}: no error event",
-                r.name,
-                client.as_str()
-            );
+            assert!(said.error, "{} → {}: no error event", r.name, client.name());
         }
     }
 }

@@ -73,10 +73,10 @@ impl SharedStore for HostShared {
 }
 
 /// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
-const USAGE_PROPERTY: &str = "sluice_usage";
+const USAGE_PROPERTY: &str = sluice_core::records::names::USAGE;
 /// Filter state name of a capture record (`wasm.sluice_capture`), set only
 /// for sampled requests when capture is configured.
-const CAPTURE_PROPERTY: &str = "sluice_capture";
+const CAPTURE_PROPERTY: &str = sluice_core::records::names::CAPTURE;
 
 struct Root {
     gateway: Option<Rc<Gateway>>,

@@ -1,9 +1,15 @@
-//! The Anthropic Messages dialect.
+//! The Anthropic Messages dialect: its wire types and codecs, the client API
+//! (`api`) and the backend (`backend`) built on them.
 
+pub mod api;
+pub mod backend;
 pub mod request;
 pub mod response;
 pub mod stream;
 pub mod types;
+
+/// The request wire of Messages.
+pub const WIRE: crate::backend::Wire = "anthropic.messages";
 
 /// `max_tokens` sent to Anthropic when the caller gave none (Anthropic
 /// requires it; OpenAI and Gemini callers often omit it).

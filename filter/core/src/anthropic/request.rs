@@ -7,11 +7,12 @@ use crate::anthropic::types::{
     self, Block, Content, ImageSource as AImage, MessagesRequest, System, ToolResultContent,
 };
 use crate::anthropic::DEFAULT_MAX_TOKENS;
+use crate::canonical::parts::tool_name_for;
+use crate::canonical::Warnings;
 use crate::canonical::{
     ImageSource, Message, Part, Reasoning, Request, ResponseFormat, Role, Tool, ToolChoice,
 };
 use crate::error::GatewayError;
-use crate::translate::{tool_name_for, Warnings};
 
 pub fn decode(body: &[u8]) -> Result<Request, GatewayError> {
     let req: MessagesRequest = serde_json::from_slice(body)

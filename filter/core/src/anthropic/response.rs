@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::anthropic::types::{self, Block, ErrorEnvelope, MessagesResponse};
 use crate::canonical::{ErrorClass, FinishReason, Part, ProviderError, Response};
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 /// Anthropic counts cache reads and writes apart from `input_tokens`; the
 /// canonical `prompt_tokens` (like OpenAI's) is the total prompt, of which

@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::anthropic::response::{class_from_type, error_body, message_id, usage_from, usage_to};
 use crate::anthropic::types::{BlockDelta, StartBlock, StreamPayload};
 use crate::canonical::{FinishReason, ProviderError, StreamEvent};
-use crate::sse::SseEvent;
-use crate::usage::TokenUsage;
+use crate::framing::Frame as SseEvent;
+use sluice_records::TokenUsage;
 
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -313,7 +313,7 @@ impl Encoder {
             StreamEvent::Error(e) => {
                 self.close_block(out);
                 let body = error_body(e.kind, &e.message);
-                crate::sse::write_event(out, Some("error"), &body);
+                crate::framing::sse::write_event(out, Some("error"), &body);
                 self.closed = true;
             }
             StreamEvent::Done => {

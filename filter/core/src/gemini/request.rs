@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::canonical::parts::{text_of, tool_name_for};
+use crate::canonical::Warnings;
 use crate::canonical::{
     synthesized_call_id, ImageSource, Message, Part, Reasoning, Request, ResponseFormat, Role,
     Tool, ToolChoice,
@@ -12,7 +14,6 @@ use crate::gemini::types::{
     self, Blob, Content, FileData, FunctionCall, FunctionResponse, GPart, GenerateRequest,
     GenerationConfig,
 };
-use crate::translate::{text_of, tool_name_for, Warnings};
 
 /// `model` and `stream` come from the URL, not the body.
 pub fn decode(body: &[u8], model: &str, stream: bool) -> Result<Request, GatewayError> {

@@ -8,7 +8,7 @@ use crate::canonical::{
 use crate::gemini::types::{
     Candidate, Content, ErrorEnvelope, FunctionCall, GPart, GenerateResponse, UsageMetadata,
 };
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 /// Gemini's `candidatesTokenCount` excludes thinking; the canonical (and
 /// OpenAI) completion count includes it, with `reasoning_tokens` the part

@@ -9,11 +9,11 @@
 use serde_json::{json, Value};
 
 use crate::canonical::{synthesized_call_id, FinishReason, ProviderError, StreamEvent};
+use crate::framing::Frame as SseEvent;
 use crate::gemini::json_path;
 use crate::gemini::response::{class_from_status, error_body, usage_from, usage_to};
 use crate::gemini::types::{Candidate, Content, FunctionCall, GPart, GenerateResponse};
-use crate::sse::SseEvent;
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 /// Bound on arguments gathered for one call (either direction).
 const MAX_ARGS_BYTES: usize = 1 << 20;
@@ -242,7 +242,7 @@ impl Encoder {
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Error(e) => {
                 let (code, _) = crate::gemini::response::encode_error(e);
-                crate::sse::write_event(out, None, &error_body(code, e.kind, &e.message));
+                crate::framing::sse::write_event(out, None, &error_body(code, e.kind, &e.message));
                 self.closed = true;
             }
             StreamEvent::Done => {

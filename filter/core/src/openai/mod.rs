@@ -1,9 +1,14 @@
-//! The OpenAI Chat Completions dialect.
+//! The OpenAI Chat Completions dialect: its wire types and codecs, the client
+//! API (`api`) and the backend (`backend`) built on them.
 
-pub mod chat_request;
+pub mod api;
+pub mod backend;
 pub mod errors;
 pub mod request;
 pub mod response;
 pub mod stream;
 pub mod types;
 pub mod usage;
+
+/// The request wire of Chat Completions.
+pub const WIRE: crate::backend::Wire = "openai.chat";

@@ -3,10 +3,11 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::canonical::parts::{image_from_url, image_to_url, text_of, tool_name_for};
+use crate::canonical::Warnings;
 use crate::canonical::{Message, Part, Reasoning, Request, ResponseFormat, Role, Tool, ToolChoice};
 use crate::error::GatewayError;
 use crate::openai::types::{self, ChatRequest, Content, ContentPart};
-use crate::translate::{image_from_url, image_to_url, text_of, tool_name_for, Warnings};
 
 pub fn decode(body: &[u8]) -> Result<Request, GatewayError> {
     let req: ChatRequest = serde_json::from_slice(body).map_err(|e| {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::canonical::{ErrorClass, FinishReason, Part, ProviderError, Response};
 use crate::openai::types::{self, ChatResponse, ErrorEnvelope};
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 /// OpenAI counts reasoning inside `completion_tokens`; some compatible
 /// providers (xAI) report it beside them. A reasoning count larger than the

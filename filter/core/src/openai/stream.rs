@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use crate::canonical::{ErrorClass, FinishReason, ProviderError, StreamEvent};
+use crate::framing::Frame as SseEvent;
 use crate::openai::response::{usage_from, usage_to};
 use crate::openai::types::{self, Chunk};
-use crate::sse::SseEvent;
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 /// Pending argument text per tool index before its name arrived is bounded.
 const MAX_PENDING_ARGS: usize = 1 << 20;
@@ -334,7 +334,7 @@ impl Encoder {
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Error(e) => {
                 let (_, body) = crate::openai::response::encode_error(e);
-                crate::sse::write_event(out, None, &body);
+                crate::framing::sse::write_event(out, None, &body);
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.closed = true;
             }

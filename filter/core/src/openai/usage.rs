@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
 #[derive(Deserialize, Default)]
 struct Usage {

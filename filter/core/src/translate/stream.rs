@@ -1,62 +1,19 @@
-//! Stream translation: upstream SSE bytes → canonical events → client SSE
-//! bytes, flushed per upstream event so time to first token is kept.
+//! Stream translation: a backend's framed stream → canonical events → a
+//! client API's SSE bytes, flushed per upstream event so time to first token
+//! is kept.
 
-use crate::canonical::{Dialect, StreamEvent};
-use crate::sse::SseParser;
-use crate::usage::TokenUsage;
-use crate::{anthropic, gemini, openai};
+use sluice_records::TokenUsage;
 
-#[derive(Debug)]
-pub enum Decoder {
-    OpenAi(openai::stream::Decoder),
-    Anthropic(anthropic::stream::Decoder),
-    Gemini(gemini::stream::Decoder),
-}
-
-#[derive(Debug)]
-pub enum Encoder {
-    OpenAi(openai::stream::Encoder),
-    Anthropic(anthropic::stream::Encoder),
-    Gemini(gemini::stream::Encoder),
-}
-
-impl Decoder {
-    pub fn for_provider(d: Dialect) -> Self {
-        match d {
-            Dialect::OpenAi => Decoder::OpenAi(Default::default()),
-            Dialect::Anthropic => Decoder::Anthropic(Default::default()),
-            Dialect::Gemini => Decoder::Gemini(Default::default()),
-        }
-    }
-}
-
-impl Encoder {
-    /// `model`: the name the client asked for; `created`: unix seconds;
-    /// `include_usage`: an OpenAI client asked for the usage chunk.
-    pub fn for_client(d: Dialect, model: &str, created: u64, include_usage: bool) -> Self {
-        match d {
-            Dialect::OpenAi => {
-                Encoder::OpenAi(openai::stream::Encoder::new(model, created, include_usage))
-            }
-            Dialect::Anthropic => Encoder::Anthropic(anthropic::stream::Encoder::new(model)),
-            Dialect::Gemini => Encoder::Gemini(gemini::stream::Encoder::new(model)),
-        }
-    }
-
-    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
-        match self {
-            Encoder::OpenAi(e) => e.encode(ev, out),
-            Encoder::Anthropic(e) => e.encode(ev, out),
-            Encoder::Gemini(e) => e.encode(ev, out),
-        }
-    }
-}
+use crate::api::StreamEncoder;
+use crate::backend::StreamDecoder;
+use crate::canonical::StreamEvent;
+use crate::framing::{FrameParser, Framing};
 
 #[derive(Debug)]
 pub struct StreamTranslator {
-    parser: SseParser,
-    decoder: Decoder,
-    encoder: Encoder,
+    parser: FrameParser,
+    decoder: Box<dyn StreamDecoder>,
+    encoder: Box<dyn StreamEncoder>,
     /// Reused between callbacks: no allocation per event once warm.
     events: Vec<StreamEvent>,
     pub usage: Option<TokenUsage>,
@@ -82,9 +39,15 @@ pub struct GuardCtx<'a> {
 }
 
 impl StreamTranslator {
-    pub fn new(max_event_bytes: usize, decoder: Decoder, encoder: Encoder) -> Self {
+    /// `framing`: the backend's; `max_event_bytes` bounds one frame.
+    pub fn new(
+        framing: Framing,
+        max_event_bytes: usize,
+        decoder: Box<dyn StreamDecoder>,
+        encoder: Box<dyn StreamEncoder>,
+    ) -> Self {
         StreamTranslator {
-            parser: SseParser::new(max_event_bytes),
+            parser: framing.parser(max_event_bytes),
             decoder,
             encoder,
             events: Vec::with_capacity(8),
@@ -94,6 +57,25 @@ impl StreamTranslator {
             guard: None,
             text: String::new(),
         }
+    }
+
+    /// A translator from `backend`'s stream to `api`'s (`model`: the name
+    /// the client asked for; `created`: unix seconds; `include_usage`: the
+    /// client asked for a usage chunk).
+    pub fn between(
+        backend: &dyn crate::backend::Backend,
+        api: &dyn crate::api::ClientApi,
+        max_event_bytes: usize,
+        model: &str,
+        created: u64,
+        include_usage: bool,
+    ) -> Self {
+        Self::new(
+            backend.framing(),
+            max_event_bytes,
+            backend.stream_decoder(),
+            api.stream_encoder(model, created, include_usage),
+        )
     }
 
     /// Translates one upstream chunk; returns the bytes for the client.
@@ -114,11 +96,9 @@ impl StreamTranslator {
         }
         let decoder = &mut self.decoder;
         let events = &mut self.events;
-        let res = self.parser.feed(chunk, end_of_stream, |ev| match decoder {
-            Decoder::OpenAi(d) => d.decode(&ev, events),
-            Decoder::Anthropic(d) => d.decode(&ev, events),
-            Decoder::Gemini(d) => d.decode(&ev, events),
-        });
+        let res = self
+            .parser
+            .feed(chunk, end_of_stream, |ev| decoder.decode(&ev, events));
         if let Err(e) = res {
             self.events
                 .push(StreamEvent::Error(crate::canonical::ProviderError {
@@ -131,11 +111,7 @@ impl StreamTranslator {
                 }));
             self.events.push(StreamEvent::Done);
         } else if end_of_stream {
-            match &mut self.decoder {
-                Decoder::OpenAi(d) => d.finish(&mut self.events),
-                Decoder::Anthropic(d) => d.finish(&mut self.events),
-                Decoder::Gemini(d) => d.finish(&mut self.events),
-            }
+            self.decoder.finish(&mut self.events);
         }
         if let (Some(g), Some(c)) = (self.guard.as_mut(), ctx) {
             g.filter(c.policy, c.model, c.key, &mut self.events, c.hits);

@@ -1,8 +1,14 @@
 //! The per-request usage record, set as the `sluice_usage` filter state at the
-//! end of every request and shipped by Envoy's access log (file or gRPC).
+//! end of every request and shipped by Envoy's access log (file or gRPC) to
+//! the control plane's ledger.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
 
 /// Token counts as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct TokenUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -20,8 +26,13 @@ pub const RECORD_VERSION: u8 = 1;
 /// Written by hand below (`to_json`, flat, the token counts inline): once per
 /// request, serde's derive (`flatten` goes through its map machinery, and
 /// every key is escaped at run time) cost a sixth of the filter's own
-/// instructions for a passthrough request.
-#[derive(Debug, Clone, Default)]
+/// instructions for a passthrough request. Read with serde's derive (the
+/// control plane; not a hot path), from the same struct.
+///
+/// Strings the filter takes from a fixed vocabulary are `Cow<'static, str>`:
+/// borrowed when written, owned when read.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct UsageRecord {
     pub v: u8,
     pub request_id: String,
@@ -30,16 +41,17 @@ pub struct UsageRecord {
     pub model: Option<String>,
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
-    pub client_dialect: &'static str,
+    pub client_dialect: Cow<'static, str>,
     pub stream: bool,
     /// HTTP status the client received.
     pub status: u16,
     /// Gateway error code when the gateway answered itself.
-    pub error: Option<&'static str>,
+    pub error: Option<Cow<'static, str>>,
+    #[serde(flatten)]
     pub tokens: TokenUsage,
     /// `provider` when the provider reported usage; `estimated` when it did
     /// not and the gateway counted the text it sent (tiktoken); `none`.
-    pub usage_source: &'static str,
+    pub usage_source: Cow<'static, str>,
     pub latency_ms: u64,
     /// Streams: time until the first event reached the client.
     pub ttft_ms: Option<u64>,
@@ -55,11 +67,22 @@ pub struct UsageRecord {
     /// Online shadow comparison: this filter's role, and a digest of what
     /// it sent upstream (or of its own answer) for the control plane to
     /// pair with the other side's by `request_id`.
-    pub role: Option<&'static str>,
+    pub role: Option<Cow<'static, str>>,
     pub digest: Option<String>,
 }
 
 impl UsageRecord {
+    /// Reads a record as the filter wrote it (fields it did not write take
+    /// their defaults, so older records stay readable).
+    pub fn from_json(bytes: &[u8]) -> Result<UsageRecord, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The sequence number, if the producing VM gave one (they start at 1).
+    pub fn sequence(&self) -> Option<(&str, u64)> {
+        (!self.vm.is_empty() && self.seq > 0).then_some((self.vm.as_str(), self.seq))
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let t = &self.tokens;
         // Sized for a typical record (~500 bytes) so it never regrows.
@@ -70,16 +93,16 @@ impl UsageRecord {
         w.opt_str("model", self.model.as_deref());
         w.opt_str("provider", self.provider.as_deref());
         w.opt_str("upstream_model", self.upstream_model.as_deref());
-        w.str("client_dialect", self.client_dialect);
+        w.str("client_dialect", &self.client_dialect);
         w.bool("stream", self.stream);
         w.num("status", u64::from(self.status));
-        w.opt_str("error", self.error);
+        w.opt_str("error", self.error.as_deref());
         w.num("prompt_tokens", t.prompt_tokens);
         w.num("completion_tokens", t.completion_tokens);
         w.num("cached_tokens", t.cached_tokens);
         w.num("cache_creation_tokens", t.cache_creation_tokens);
         w.num("reasoning_tokens", t.reasoning_tokens);
-        w.str("usage_source", self.usage_source);
+        w.str("usage_source", &self.usage_source);
         w.num("latency_ms", self.latency_ms);
         match self.ttft_ms {
             Some(n) => w.num("ttft_ms", n),
@@ -89,7 +112,7 @@ impl UsageRecord {
         w.str("config_version", &self.config_version);
         w.str("vm", &self.vm);
         w.num("seq", self.seq);
-        if let Some(role) = self.role {
+        if let Some(role) = &self.role {
             w.str("role", role);
         }
         if let Some(digest) = &self.digest {
@@ -175,7 +198,7 @@ mod tests {
             model: Some("m".into()),
             provider: Some("p".into()),
             upstream_model: None,
-            client_dialect: "openai",
+            client_dialect: "openai".into(),
             stream: true,
             status: 200,
             error: None,
@@ -186,7 +209,7 @@ mod tests {
                 cache_creation_tokens: 4,
                 reasoning_tokens: 5,
             },
-            usage_source: "provider",
+            usage_source: "provider".into(),
             latency_ms: 6,
             ttft_ms: Some(7),
             completed: true,
@@ -242,12 +265,55 @@ mod tests {
             (v["ttft_ms"].is_null(), v["status"].as_u64()),
             (true, Some(0))
         );
-        r.role = Some("shadow");
+        r.role = Some("shadow".into());
         r.digest = Some("d".into());
         let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         assert_eq!(
             (v["role"].as_str(), v["digest"].as_str()),
             (Some("shadow"), Some("d"))
         );
+    }
+
+    /// What the filter writes is what the control plane reads, field for
+    /// field (including escapes, `null`s and the extremes of each number).
+    #[test]
+    fn written_records_read_back_equal() {
+        let mut r = UsageRecord {
+            v: RECORD_VERSION,
+            request_id: "r\"1\u{7f}é".into(),
+            key_id: Some("k".into()),
+            model: Some("m".into()),
+            provider: None,
+            upstream_model: Some("u".into()),
+            client_dialect: "anthropic".into(),
+            stream: true,
+            status: 429,
+            error: Some("rate_limit_exceeded".into()),
+            tokens: TokenUsage {
+                prompt_tokens: u64::MAX,
+                completion_tokens: 2,
+                cached_tokens: 3,
+                cache_creation_tokens: 4,
+                reasoning_tokens: 5,
+            },
+            usage_source: "estimated".into(),
+            latency_ms: 6,
+            ttft_ms: None,
+            completed: false,
+            config_version: "v\n1".into(),
+            vm: "n/1".into(),
+            seq: 9,
+            role: Some("primary".into()),
+            digest: Some("abc".into()),
+        };
+        assert_eq!(UsageRecord::from_json(&r.to_json()).unwrap(), r);
+        assert_eq!(r.sequence(), Some(("n/1", 9)));
+        r.role = None;
+        r.digest = None;
+        r.ttft_ms = Some(0);
+        assert_eq!(UsageRecord::from_json(&r.to_json()).unwrap(), r);
+        // A minimal (older) record reads with defaults.
+        let old = UsageRecord::from_json(br#"{"request_id":"x","status":200}"#).unwrap();
+        assert_eq!((old.status, old.sequence()), (200, None));
     }
 }

@@ -1,6 +1,9 @@
-//! What the gateway reads from and rewrites in a request that passes through
-//! to a provider of its own dialect (OpenAI Chat Completions; Anthropic
-//! Messages share the `model`/`stream` probe).
+//! The request probe: what the gateway reads from a JSON request body without
+//! decoding it (`model`, `stream`, the usage option, token caps, `n`), and
+//! the rewrite of a body that passes through to a backend of its own wire
+//! (only `model`, and OpenAI's usage option, change). Serves every client
+//! API whose model is in the body (OpenAI Chat Completions, Anthropic
+//! Messages); Gemini carries the model in the URL.
 
 use std::borrow::Cow;
 
@@ -38,7 +41,7 @@ struct StreamOptions {
 }
 
 /// A parsed request: where its fields are, and what the client asked for.
-pub struct ChatRequest<'a> {
+pub struct RequestProbe<'a> {
     body: &'a [u8],
     model_span: std::ops::Range<usize>,
     pub model: Cow<'a, str>,
@@ -52,7 +55,7 @@ pub struct ChatRequest<'a> {
     pub n: Option<u64>,
 }
 
-impl<'a> ChatRequest<'a> {
+impl<'a> RequestProbe<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, GatewayError> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
@@ -91,7 +94,7 @@ impl<'a> ChatRequest<'a> {
                 client_wants_usage = parsed.include_usage == Some(true);
             }
         }
-        Ok(ChatRequest {
+        Ok(RequestProbe {
             body,
             model_span: span_of(body, raw_model),
             model,
@@ -150,7 +153,7 @@ mod tests {
     #[test]
     fn non_stream_only_model_changes() {
         let body = br#"{"model":"mock-gpt","messages":[{"role":"user","content":"\u00e9 hi"}],"temperature":0.70}"#;
-        let r = ChatRequest::parse(body).unwrap();
+        let r = RequestProbe::parse(body).unwrap();
         assert_eq!(r.model, "mock-gpt");
         assert!(!r.stream);
         assert_eq!(
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn stream_gets_include_usage_and_remembers_client_did_not_ask() {
-        let r = ChatRequest::parse(br#"{"model":"m","stream":true}"#).unwrap();
+        let r = RequestProbe::parse(br#"{"model":"m","stream":true}"#).unwrap();
         assert!(r.stream && !r.client_wants_usage);
         let out: serde_json::Value = serde_json::from_slice(&r.rewrite("u")).unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
@@ -170,7 +173,7 @@ mod tests {
 
     #[test]
     fn existing_stream_options_are_merged() {
-        let r = ChatRequest::parse(
+        let r = RequestProbe::parse(
             br#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#,
         )
         .unwrap();
@@ -178,7 +181,7 @@ mod tests {
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["stream_options"]["include_obfuscation"], false);
 
-        let r = ChatRequest::parse(
+        let r = RequestProbe::parse(
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
@@ -191,7 +194,7 @@ mod tests {
 
     #[test]
     fn escaped_model_names_decode() {
-        let r = ChatRequest::parse(br#"{"model":"mock\u002dgpt"}"#).unwrap();
+        let r = RequestProbe::parse(br#"{"model":"mock\u002dgpt"}"#).unwrap();
         assert_eq!(r.model, "mock-gpt");
     }
 
@@ -211,7 +214,7 @@ mod tests {
             // target's finding).
             b"{\"model\": \"gpt\", \"messages\": [{\"r\xa3le\": \"user\"}]}",
         ] {
-            let e = ChatRequest::parse(body).err().expect("must fail");
+            let e = RequestProbe::parse(body).err().expect("must fail");
             assert_eq!(e.status, 400, "{:?}", String::from_utf8_lossy(body));
         }
     }

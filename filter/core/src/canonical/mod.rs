@@ -1,5 +1,6 @@
 //! The dialect-neutral model every translation goes through: one decoder and
-//! one encoder per dialect instead of a converter per pair.
+//! one encoder per dialect instead of a converter per pair. The bottom of the
+//! crate: it imports nothing of the dialects, the seams or the flow.
 //!
 //! Requests and whole responses are trees; streams are sequences of
 //! [`StreamEvent`]s that each decoder produces and each encoder consumes, one
@@ -7,33 +8,12 @@
 
 use serde_json::Value;
 
-use crate::usage::TokenUsage;
+use sluice_records::TokenUsage;
 
-/// Which API a caller (or provider) speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    OpenAi,
-    Anthropic,
-    Gemini,
-}
+pub mod parts;
+pub mod warnings;
 
-impl Dialect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::OpenAi => "openai",
-            Dialect::Anthropic => "anthropic",
-            Dialect::Gemini => "gemini",
-        }
-    }
-
-    pub fn from_kind(kind: sluice_config::ProviderKind) -> Self {
-        match kind {
-            sluice_config::ProviderKind::Openai => Dialect::OpenAi,
-            sluice_config::ProviderKind::Anthropic => Dialect::Anthropic,
-            sluice_config::ProviderKind::Gemini => Dialect::Gemini,
-        }
-    }
-}
+pub use warnings::Warnings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
