@@ -29,7 +29,10 @@ ENVOY_DIR = ROOT / "envoy"
 WASM = ROOT / "target/wasm32-wasip1/wasm/sluice_filter.wasm"
 MOCK = ROOT / "target/release/sluice-mock-provider"
 SLUICE = ROOT / "target/release/sluice"
-RECORDINGS = (ROOT.parent / "shared/fixtures/provider-recordings").resolve()
+# The shared fixtures (read-only, beside the project root); SLUICE_FIXTURES
+# overrides, as for the Rust tests (tests/fixtures).
+FIXTURES = Path(os.environ.get("SLUICE_FIXTURES", ROOT.parent / "shared/fixtures")).resolve()
+RECORDINGS = FIXTURES / "provider-recordings"
 DEMO_KEY = "sk-sluice-demo"
 MOCK_PROVIDER_SECRET = "mock-provider-secret"
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDINGS = (ROOT.parent / "shared/fixtures/provider-recordings").resolve()
+sys.path.insert(0, str(ROOT / "envoy"))
+from launch import RECORDINGS  # noqa: E402  (one definition of the fixtures path)
 OUT = ROOT / "fuzz/corpus"
 
 

@@ -17,8 +17,7 @@ use std::ops::Range;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sluice_core::config::Detector;
-use sluice_core::guardrails::detectors::{compile, Compiled};
+use sluice_core::guardrails::detectors::{compile_class, Class, Compiled};
 
 use crate::record::{HttpResponse, Record, SseEvent};
 use crate::ruleset::{Ruleset, Seg};
@@ -42,7 +41,7 @@ type Pieces = Vec<(usize, Vec<Seg>)>;
 
 pub struct Sanitizer {
     pii: Vec<Compiled>,
-    secret: Compiled,
+    secrets: Vec<Compiled>,
     salt: Vec<u8>,
     exact: Vec<String>,
     rules: Ruleset,
@@ -52,20 +51,10 @@ impl Sanitizer {
     /// `salt` keys the PII hashes (keep it secret, or random per baseline);
     /// `exact` are secret values redacted wherever they appear.
     pub fn new(salt: &[u8], exact: Vec<String>) -> Result<Sanitizer, String> {
-        let pii = [
-            Detector::Email,
-            Detector::Phone,
-            Detector::UsSsn,
-            Detector::PaymentCard,
-            Detector::Iban,
-            Detector::IpAddress,
-        ]
-        .iter()
-        .map(compile)
-        .collect::<Result<Vec<_>, _>>()?;
+        // The guardrails' detector registry: every built-in detector.
         Ok(Sanitizer {
-            pii,
-            secret: compile(&Detector::Secret)?,
+            pii: compile_class(Class::Pii)?,
+            secrets: compile_class(Class::Secret)?,
             salt: salt.to_vec(),
             exact: exact.into_iter().filter(|s| s.len() >= 8).collect(),
             rules: Ruleset::builtin(),
@@ -81,8 +70,10 @@ impl Sanitizer {
             }
         }
         let mut ranges = Vec::new();
-        self.secret.find(text, &mut ranges);
-        found.extend(ranges.drain(..).map(|r| (r, REDACTED.to_string())));
+        for d in &self.secrets {
+            d.find(text, &mut ranges);
+            found.extend(ranges.drain(..).map(|r| (r, REDACTED.to_string())));
+        }
         for d in &self.pii {
             d.find(text, &mut ranges);
             for r in ranges.drain(..) {

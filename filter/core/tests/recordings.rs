@@ -19,7 +19,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -56,7 +56,7 @@ impl Dialect {
 }
 
 fn recordings_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/provider-recordings")
+    sluice_fixtures::recordings_dir()
 }
 
 /// Responses-API recordings: not a Chat Completions stream, not a provider

@@ -190,13 +190,7 @@ pub fn error_body(code: u16, kind: ErrorClass, message: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn fixture(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../../shared/fixtures/provider-recordings/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use sluice_fixtures::recording as fixture;
 
     #[test]
     fn recorded_tool_call_is_tool_calls_finish() {

@@ -76,6 +76,55 @@ fn ip_ok(s: &str) -> bool {
     s.parse::<std::net::IpAddr>().is_ok() && s.contains([':', '.']) && s.len() >= 7
 }
 
+/// What a detector finds, for users other than guardrail rules (the replay
+/// sanitizer hashes PII and redacts secrets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Personal data: hashed (salted) so records stay comparable.
+    Pii,
+    /// Credentials: removed.
+    Secret,
+    /// An operator's own pattern (rules only).
+    Custom,
+}
+
+/// The class of a detector. Exhaustive: a new detector must be classified,
+/// and is then listed in [`BUILTIN`] beside it.
+pub fn class(d: &Detector) -> Class {
+    match d {
+        Detector::Email
+        | Detector::Phone
+        | Detector::UsSsn
+        | Detector::PaymentCard
+        | Detector::Iban
+        | Detector::IpAddress => Class::Pii,
+        Detector::Secret => Class::Secret,
+        Detector::Regex(_) => Class::Custom,
+    }
+}
+
+/// The detector registry: every built-in detector. Guardrail rules name
+/// them in configuration; the replay sanitizer applies all of them (a
+/// detector added here is sanitized with no change there).
+pub const BUILTIN: &[Detector] = &[
+    Detector::Email,
+    Detector::Phone,
+    Detector::UsSsn,
+    Detector::PaymentCard,
+    Detector::Iban,
+    Detector::IpAddress,
+    Detector::Secret,
+];
+
+/// The built-in detectors of one class, compiled.
+pub fn compile_class(c: Class) -> Result<Vec<Compiled>, String> {
+    BUILTIN
+        .iter()
+        .filter(|d| class(d) == c)
+        .map(compile)
+        .collect()
+}
+
 /// Compiles a detector; `Err` for an invalid custom regex.
 pub fn compile(d: &Detector) -> Result<Compiled, String> {
     let (label, pattern, check): (&'static str, String, fn(&str) -> bool) = match d {
@@ -151,6 +200,26 @@ mod tests {
         let mut r = Vec::new();
         c.find(text, &mut r);
         r.into_iter().map(|r| text[r].to_string()).collect()
+    }
+
+    #[test]
+    fn the_registry_holds_every_builtin_detector_once() {
+        for (i, d) in BUILTIN.iter().enumerate() {
+            assert_ne!(class(d), Class::Custom, "{d:?}");
+            assert!(compile(d).is_ok(), "{d:?}");
+            assert!(!BUILTIN[..i].contains(d), "{d:?} listed twice");
+        }
+        // Every class a sanitizer needs is present.
+        assert!(!compile_class(Class::Pii).unwrap().is_empty());
+        assert!(!compile_class(Class::Secret).unwrap().is_empty());
+        // Serialized names: each built-in one distinct (a new variant added
+        // to the config enum but not here shows up as a missing name in
+        // docs/guardrails.md's table, which lists these).
+        let names: Vec<String> = BUILTIN
+            .iter()
+            .map(|d| serde_json::to_string(d).unwrap())
+            .collect();
+        assert_eq!(names.len(), 7);
     }
 
     #[test]

@@ -217,13 +217,7 @@ pub fn encode_error(e: &ProviderError) -> (u16, Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn fixture(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../../shared/fixtures/provider-recordings/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use sluice_fixtures::recording as fixture;
 
     #[test]
     fn recorded_response_round_trips() {
