@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::store::Store;
@@ -66,15 +65,7 @@ pub enum WasmCode {
     },
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NodeStatus {
-    pub node: String,
-    pub streams: u32,
-    pub acked_version: Option<String>,
-    pub nacked_version: Option<String>,
-    pub nack_error: Option<String>,
-    pub last_seen: i64,
-}
+pub use crate::api::NodeStatus;
 
 pub struct App {
     pub store: Store,
@@ -125,4 +116,37 @@ impl App {
         e.last_seen = crate::store::now_s();
         f(e);
     }
+}
+
+/// A control plane on a temporary sqlite, for the Rust tests of every room
+/// (no network): the store published once, nothing connected.
+#[cfg(test)]
+pub fn test_app(dir: &std::path::Path) -> (Arc<App>, mpsc::Receiver<(String, UsageIn)>) {
+    let store = Store::open(&dir.join("t.db")).expect("store");
+    let (version, config_json) = crate::config_build::publish(&store.lock()).expect("publish");
+    let (snapshot, _) = watch::channel(Arc::new(Snapshot {
+        version,
+        config_json,
+    }));
+    let (tx, rx) = mpsc::channel(16);
+    let app = App {
+        store,
+        snapshot,
+        nodes: Default::default(),
+        wasm: WasmSpec {
+            resource_name: "sluice".into(),
+            code: WasmCode::Local("x.wasm".into()),
+            vm_id: "sluice".into(),
+            env_keys: vec![],
+        },
+        ingest: tx,
+        pairs: Default::default(),
+        capture: None,
+        capture_dir: None,
+        capture_counters: Default::default(),
+        wasm_bytes: None,
+        ledger_write_failures: Default::default(),
+        resource_cache: Default::default(),
+    };
+    (Arc::new(app), rx)
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
 use sluice_replay::record::Record;
 use sluice_replay::sanitize::Sanitizer;
 use tokio::sync::mpsc;
@@ -23,13 +22,7 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct CaptureStatus {
-    pub dir: Option<String>,
-    pub received: u64,
-    pub written: u64,
-    pub dropped: u64,
-}
+pub use crate::api::CaptureStatus;
 
 impl Counters {
     pub fn status(&self, dir: Option<&PathBuf>) -> CaptureStatus {

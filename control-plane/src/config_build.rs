@@ -2,59 +2,34 @@
 //! with the shared schema before it can become a version: an invalid config
 //! never reaches Envoy.
 
-use rusqlite::{Connection, OptionalExtension};
-use sluice_config::{
-    KeyBudget, KeyLimits, KeyStatus, Model, PluginConfig, Provider, Target, TokenPrice, VirtualKey,
-};
+use rusqlite::Connection;
+use sluice_config::{KeyBudget, KeyLimits, KeyStatus, Model, PluginConfig, TokenPrice, VirtualKey};
 
 use crate::store::{self, now_s};
 
 pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
     let prices = store::list_prices(c).map_err(|e| e.to_string())?;
-    let mut providers: Vec<Provider> = Vec::new();
-    {
-        let mut st = c
-            .prepare("SELECT spec FROM providers ORDER BY name")
-            .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())?;
-        for spec in rows {
-            let spec = spec.map_err(|e| e.to_string())?;
-            providers.push(serde_json::from_str(&spec).map_err(|e| e.to_string())?);
-        }
-        // Keys the control plane serves over SDS are injected by Envoy
-        // upstream: the filter is told the secret's name, never its value.
-        let injected: Vec<String> = store::get_setting(c, "provider_secrets")?.unwrap_or_default();
-        for p in &mut providers {
-            if p.api_key_env.as_ref().is_some_and(|e| injected.contains(e)) {
-                p.api_key_secret = p.api_key_env.take();
-            }
+    let mut providers = store::list_providers(c)?;
+    // Keys the control plane serves over SDS are injected by Envoy
+    // upstream: the filter is told the secret's name, never its value.
+    let injected: Vec<String> = store::get_setting(c, "provider_secrets")?.unwrap_or_default();
+    for p in &mut providers {
+        if p.api_key_env.as_ref().is_some_and(|e| injected.contains(e)) {
+            p.api_key_secret = p.api_key_env.take();
         }
     }
     let mut models = Vec::new();
-    {
-        let mut st = c
-            .prepare("SELECT name, targets FROM models ORDER BY position, name")
-            .map_err(|e| e.to_string())?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| e.to_string())?;
-        for row in rows {
-            let (name, targets) = row.map_err(|e| e.to_string())?;
-            let mut targets: Vec<Target> =
-                serde_json::from_str(&targets).map_err(|e| e.to_string())?;
-            // Each target carries its price for the filter's budget precheck.
-            for t in &mut targets {
-                t.price = crate::pricing::lookup(&prices, &t.model).map(|p| TokenPrice {
-                    input: p.input_per_token,
-                    output: p.output_per_token,
-                    cached_input: p.cached_input_per_token,
-                    cache_write_input: p.cache_write_input_per_token,
-                });
-            }
-            models.push(Model { name, targets });
+    for (name, mut targets) in store::list_models(c)? {
+        // Each target carries its price for the filter's budget precheck.
+        for t in &mut targets {
+            t.price = crate::pricing::lookup(&prices, &t.model).map(|p| TokenPrice {
+                input: p.input_per_token,
+                output: p.output_per_token,
+                cached_input: p.cached_input_per_token,
+                cache_write_input: p.cache_write_input_per_token,
+            });
         }
+        models.push(Model { name, targets });
     }
     let mut keys = Vec::new();
     for k in store::list_keys(c).map_err(|e| e.to_string())? {
@@ -100,14 +75,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
             expires_at: k.expires_at.map(|t| t as u64),
         });
     }
-    let guardrails = c
-        .query_row("SELECT spec FROM guardrail_policy WHERE id = 1", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()
-        .map_err(|e| e.to_string())?
-        .map(|s| serde_json::from_str::<sluice_config::Guardrails>(&s).map_err(|e| e.to_string()))
-        .transpose()?;
+    let guardrails = store::get_guardrails(c)?;
     let cfg = PluginConfig {
         version: String::new(),
         keys,
@@ -139,13 +107,7 @@ pub fn publish(c: &Connection) -> Result<(i64, String), String> {
     let cfg = build(c, now)?;
     let body = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
-    let last: Option<(i64, String)> = c
-        .query_row(
-            "SELECT version, sha256 FROM config_versions ORDER BY version DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ok();
+    let last = store::last_config_version(c);
     let version = match last {
         Some((v, s)) if s == sha => v,
         Some((v, _)) => insert_version(c, v + 1, now, &sha, &body)?,
@@ -160,10 +122,101 @@ pub fn publish(c: &Connection) -> Result<(i64, String), String> {
 }
 
 fn insert_version(c: &Connection, v: i64, now: i64, sha: &str, body: &str) -> Result<i64, String> {
-    c.execute(
-        "INSERT INTO config_versions (version, created_at, sha256, config) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![v, now, sha, body],
-    )
-    .map_err(|e| e.to_string())?;
+    store::insert_config_version(c, v, now, sha, body).map_err(|e| e.to_string())?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KeyRow, Store};
+
+    fn key(id: &str, status: &str, expires_at: Option<i64>) -> KeyRow {
+        KeyRow {
+            id: id.into(),
+            sha256: sluice_config::hash_key(id),
+            prefix: "p".into(),
+            name: id.into(),
+            owner: String::new(),
+            models: vec!["gpt".into(), "gone".into()],
+            rpm: Some(5),
+            tpm: None,
+            concurrent_streams: None,
+            budget_usd: Some(2.0),
+            budget_period: "total".into(),
+            expires_at,
+            status: status.into(),
+            created_at: 0,
+            budget_epoch: 42,
+            budget_base_usd: Some(1.5),
+            budget_period_start: 0,
+        }
+    }
+
+    #[test]
+    fn the_store_becomes_a_validated_config_and_versions_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("b.db")).unwrap();
+        let c = s.lock();
+        let (v1, _) = publish(&c).unwrap();
+        assert_eq!(publish(&c).unwrap().0, v1, "nothing changed: same version");
+        let p: sluice_config::Provider = serde_json::from_value(serde_json::json!({
+            "name": "up", "kind": "openai", "cluster": "c", "host": "h",
+            "auth": {"type": "none"}
+        }))
+        .unwrap();
+        store::put_provider(&c, &p).unwrap();
+        let t: sluice_config::Target =
+            serde_json::from_value(serde_json::json!({"provider": "up", "model": "gpt-4o"}))
+                .unwrap();
+        store::put_model(&c, "gpt", &[t]).unwrap();
+        store::upsert_price(
+            &c,
+            &store::Price {
+                model: "gpt-4o".into(),
+                input_per_token: 1e-6,
+                output_per_token: 2e-6,
+                cached_input_per_token: None,
+                cache_write_input_per_token: None,
+                source: "t".into(),
+            },
+        )
+        .unwrap();
+        let now = now_s();
+        store::insert_key(&c, &key("live", "active", None)).unwrap();
+        store::insert_key(&c, &key("blocked", "over_budget", None)).unwrap();
+        store::insert_key(&c, &key("revoked", "revoked", None)).unwrap();
+        store::insert_key(&c, &key("expired", "active", Some(now - 1))).unwrap();
+        let (v2, json) = publish(&c).unwrap();
+        assert!(v2 > v1);
+        let cfg: PluginConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(cfg.version, v2.to_string());
+        let ids: Vec<&str> = cfg.keys.iter().map(|k| k.id.as_str()).collect();
+        // Same creation time: ordered by id.
+        assert_eq!(
+            ids,
+            ["blocked", "live"],
+            "revoked and expired keys are not pushed"
+        );
+        let live = &cfg.keys[1];
+        assert_eq!(
+            live.models,
+            ["gpt"],
+            "a deleted model is dropped from the key"
+        );
+        assert_eq!(
+            live.budget.map(|b| (b.remaining_usd, b.epoch)),
+            Some((1.5, 42))
+        );
+        assert_eq!(cfg.keys[0].status, KeyStatus::OverBudget);
+        let price = cfg.models[0].targets[0].price.unwrap();
+        assert_eq!((price.input, price.output), (1e-6, 2e-6));
+        // A store the filter would refuse never becomes a version.
+        let bad: sluice_config::Target =
+            serde_json::from_value(serde_json::json!({"provider": "nobody", "model": "x"}))
+                .unwrap();
+        store::put_model(&c, "broken", &[bad]).unwrap();
+        assert!(publish(&c).is_err());
+        assert_eq!(store::last_config_version(&c).map(|v| v.0), Some(v2));
+    }
 }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::params;
 use tokio::sync::mpsc;
 
 use crate::app::App;
@@ -110,47 +109,11 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
             })
             .unwrap_or(0.0);
         let id = ledger_id(node, u);
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
-               upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
-               cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms,
-               request_id, cache_creation_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19, ?20)",
-            params![
-                id,
-                now,
-                node,
-                u.key_id,
-                u.model,
-                u.provider,
-                u.upstream_model,
-                u.client_dialect,
-                u.stream,
-                n(t.prompt_tokens),
-                n(t.completion_tokens),
-                n(t.cached_tokens),
-                cost,
-                u.status,
-                u.error,
-                u.usage_source,
-                n(u.latency_ms),
-                u.ttft_ms.map(n),
-                u.request_id,
-                n(t.cache_creation_tokens)
-            ],
-        )?;
-        if inserted == 0 {
+        if !store::insert_usage(&tx, &id, now, node, u, cost)? {
             continue; // a duplicate delivery: never counted twice
         }
         if let Some((vm, seq)) = u.sequence() {
-            let seq = n(seq);
-            tx.execute(
-                "INSERT INTO log_streams (node, vm, max_seq, received) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT(node, vm) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq),
-                   received = received + 1",
-                params![node, vm, seq],
-            )?;
+            store::note_sequence(&tx, node, vm, seq)?;
         }
         if cost > 0.0 {
             if let Some(k) = &u.key_id {
@@ -191,11 +154,7 @@ pub fn enforce_budgets(app: &App, only: Option<&HashSet<String>>) -> Result<(), 
             };
             let want = if over { "over_budget" } else { "active" };
             if want != k.status {
-                c.execute(
-                    "UPDATE keys SET status = ?1 WHERE id = ?2",
-                    params![want, k.id],
-                )
-                .map_err(|e| e.to_string())?;
+                store::set_key_status(&c, &k.id, want).map_err(|e| e.to_string())?;
                 changed = true;
             }
         }
@@ -224,35 +183,7 @@ pub async fn housekeeping(app: Arc<App>) {
 mod tests {
     use super::*;
 
-    fn test_app(dir: &std::path::Path) -> (Arc<App>, mpsc::Receiver<(String, UsageIn)>) {
-        let store = store::Store::open(&dir.join("t.db")).unwrap();
-        let (version, config_json) = crate::config_build::publish(&store.lock()).unwrap();
-        let (snapshot, _) = tokio::sync::watch::channel(Arc::new(crate::app::Snapshot {
-            version,
-            config_json,
-        }));
-        let (tx, rx) = mpsc::channel(16);
-        let app = App {
-            store,
-            snapshot,
-            nodes: Default::default(),
-            wasm: crate::app::WasmSpec {
-                resource_name: "sluice".into(),
-                code: crate::app::WasmCode::Local("x.wasm".into()),
-                vm_id: "sluice".into(),
-                env_keys: vec![],
-            },
-            ingest: tx,
-            pairs: Default::default(),
-            capture: None,
-            capture_dir: None,
-            capture_counters: Default::default(),
-            wasm_bytes: None,
-            ledger_write_failures: Default::default(),
-            resource_cache: Default::default(),
-        };
-        (Arc::new(app), rx)
-    }
+    use crate::app::test_app;
 
     #[tokio::test]
     async fn a_failed_ledger_write_is_retried_until_it_lands() {
@@ -276,12 +207,7 @@ mod tests {
             app.ledger_write_failures
                 .load(std::sync::atomic::Ordering::Relaxed)
         };
-        let rows = || -> i64 {
-            app.store
-                .read()
-                .query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
-                .unwrap()
-        };
+        let rows = || -> i64 { store::ledger_rows(&app.store.read()).unwrap() };
         for _ in 0..200 {
             if failures() >= 2 {
                 break;
@@ -311,6 +237,48 @@ mod tests {
             seq: seq.unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_batch_is_priced_charged_once_and_counted_per_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _rx) = test_app(dir.path());
+        store::upsert_price(
+            &app.store.lock(),
+            &store::Price {
+                model: "up-model".into(),
+                input_per_token: 1e-3,
+                output_per_token: 2e-3,
+                cached_input_per_token: None,
+                cache_write_input_per_token: None,
+                source: "t".into(),
+            },
+        )
+        .unwrap();
+        let mut paid = rec("r1", Some("vm1"), Some(1));
+        paid.key_id = Some("k1".into());
+        paid.upstream_model = Some("up-model".into());
+        paid.tokens.prompt_tokens = 100;
+        paid.tokens.completion_tokens = 10;
+        let mut free = rec("r2", Some("vm1"), Some(3));
+        free.key_id = Some("k2".into());
+        let batch = vec![
+            ("n".to_string(), paid.clone()),
+            ("n".to_string(), free),
+            // Redelivered: the same node, VM and sequence.
+            ("n".to_string(), paid),
+        ];
+        let charged = write_batch(&app, &batch).unwrap();
+        assert_eq!(charged, HashSet::from(["k1".to_string()]));
+        let c = app.store.read();
+        assert_eq!(store::ledger_rows(&c).unwrap(), 2);
+        let by_key = store::usage_report(&c, store::GroupBy::Key, 0).unwrap();
+        assert!((by_key[0].cost_usd - 0.12).abs() < 1e-9, "{by_key:?}");
+        let streams = store::log_streams(&c).unwrap();
+        assert_eq!(
+            (streams[0].max_seq, streams[0].received, streams[0].lost),
+            (3, 2, 1)
+        );
     }
 
     #[test]

@@ -13,8 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use sluice_records::UsageRecord as UsageIn;
 
 /// An unpaired record is forgotten after this long.
@@ -31,14 +29,6 @@ struct Seen {
     at: Instant,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PairDiff {
-    pub request_id: String,
-    pub primary_status: i64,
-    pub shadow_status: i64,
-    pub same_upstream_request: bool,
-}
-
 #[derive(Debug, Default)]
 pub struct Pairs {
     pending: HashMap<String, Seen>,
@@ -52,17 +42,7 @@ pub struct Pairs {
     recent: VecDeque<PairDiff>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub pairs: u64,
-    pub diffs: u64,
-    pub diff_rate: f64,
-    pub shadow_errors: u64,
-    pub shadow_error_rate: f64,
-    pub unpaired_shadow: u64,
-    pub mean_latency_delta_ms: f64,
-    pub recent_diffs: Vec<PairDiff>,
-}
+pub use crate::api::{PairDiff, ShadowSummary as Summary};
 
 fn class(status: i64) -> i64 {
     status / 100

@@ -184,6 +184,9 @@ fn serve_stream<Req: XdsRequest, Resp: Send + 'static>(
         let mut node = String::from("unknown");
         let mut nonce = 0u64;
         let mut sent: Option<i64> = None;
+        // (nonce, version) of the last responses, for their ACKs and NACKs.
+        let mut in_flight: std::collections::VecDeque<(u64, i64)> =
+            std::collections::VecDeque::with_capacity(8);
         let mut subscribed = false;
         loop {
             let snap = tokio::select! {
@@ -196,7 +199,13 @@ fn serve_stream<Req: XdsRequest, Resp: Send + 'static>(
                         }
                     }
                     if !r.response_nonce().is_empty() {
-                        let sent_version = sent.map(|v| v.to_string());
+                        // The version this answer is about: the one sent
+                        // with its nonce (an ACK may arrive after the next
+                        // version went out).
+                        let sent_version = in_flight
+                            .iter()
+                            .find(|(n, _)| n.to_string() == r.response_nonce())
+                            .map(|(_, v)| v.to_string());
                         match r.nack_message() {
                             Some(e) => app.node_update(&node, |s| {
                                 s.nacked_version = sent_version;
@@ -228,6 +237,10 @@ fn serve_stream<Req: XdsRequest, Resp: Send + 'static>(
             };
             nonce += 1;
             sent = Some(snap.version);
+            if in_flight.len() >= 8 {
+                in_flight.pop_front();
+            }
+            in_flight.push_back((nonce, snap.version));
             if tx.send(Ok(respond(&app, &snap, nonce))).await.is_err() {
                 break;
             }
@@ -303,5 +316,172 @@ fn delta(app: &App, snap: &Snapshot, nonce: u64) -> DeltaDiscoveryResponse {
         type_url: TYPED_EXTENSION_CONFIG.into(),
         nonce: nonce.to_string(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_client::ExtensionConfigDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
+    use envoy_types::pb::google::rpc;
+
+    use crate::app::test_app;
+    use crate::store;
+
+    /// The plugin configuration inside an ECDS resource, and its VM's
+    /// environment values.
+    fn unpack(any: &Any) -> (serde_json::Value, usize, bool) {
+        let tec = TypedExtensionConfig::decode(any.value.as_slice()).unwrap();
+        let wasm = Wasm::decode(tec.typed_config.unwrap().value.as_slice()).unwrap();
+        let plugin = wasm.config.unwrap();
+        let cfg = StringValue::decode(plugin.configuration.unwrap().value.as_slice()).unwrap();
+        let Some(plugin_config::Vm::VmConfig(vm)) = plugin.vm else {
+            panic!("no vm")
+        };
+        let env_values = vm.environment_variables.map_or(0, |e| e.key_values.len());
+        (
+            serde_json::from_str(&cfg.value).unwrap(),
+            env_values,
+            plugin
+                .allow_on_headers_stop_iteration
+                .is_some_and(|b| b.value),
+        )
+    }
+
+    #[test]
+    fn the_resource_names_secrets_and_never_carries_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _rx) = test_app(dir.path());
+        {
+            let c = app.store.lock();
+            let p: sluice_config::Provider = serde_json::from_value(serde_json::json!({
+                "name": "oa", "kind": "openai", "cluster": "c", "host": "h",
+                "api_key_env": "OPENAI_API_KEY"
+            }))
+            .unwrap();
+            store::put_provider(&c, &p).unwrap();
+            store::put_setting(&c, "provider_secrets", Some(&vec!["OPENAI_API_KEY"])).unwrap();
+        }
+        let v = app.republish().unwrap();
+        let snap = app.snapshot.borrow().clone();
+        let r = sotw(&app, &snap, 9);
+        assert_eq!(
+            (r.version_info.clone(), r.nonce.as_str()),
+            (app.wasm.wire_version(v), "9")
+        );
+        let (cfg, env_values, hold_headers) = unpack(&r.resources[0]);
+        assert_eq!(cfg["version"], v.to_string());
+        assert_eq!(cfg["providers"][0]["api_key_secret"], "OPENAI_API_KEY");
+        assert_eq!(cfg["providers"][0].get("api_key_env"), None);
+        assert_eq!(env_values, 0, "no values in the VM's environment");
+        assert!(hold_headers, "allow_on_headers_stop_iteration");
+        // The delta form carries the same resource under its name.
+        let d = delta(&app, &snap, 10);
+        assert_eq!(d.resources[0].name, "sluice");
+        assert_eq!(d.resources[0].resource.as_ref(), Some(&r.resources[0]));
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_pushed_each_version_and_acks_and_nacks_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _rx) = test_app(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(ExtensionConfigDiscoveryServiceServer::new(Ecds {
+                app: app.clone(),
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let mut client = ExtensionConfigDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let node = Some(Node {
+            id: "envoy-1".into(),
+            ..Default::default()
+        });
+        tx.send(DiscoveryRequest {
+            node: node.clone(),
+            type_url: TYPED_EXTENSION_CONFIG.into(),
+            resource_names: vec!["sluice".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut inbound = client
+            .stream_extension_configs(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let timeout = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v1 = app.snapshot.borrow().version;
+        assert_eq!(first.version_info, app.wasm.wire_version(v1));
+        tx.send(DiscoveryRequest {
+            node: node.clone(),
+            response_nonce: first.nonce.clone(),
+            version_info: first.version_info.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // A change is pushed to the open stream without being asked.
+        store::put_setting(
+            &app.store.lock(),
+            "hosts",
+            Some(&vec!["llm.example.com".to_string()]),
+        )
+        .unwrap();
+        let v2 = app.republish().unwrap();
+        assert!(v2 > v1);
+        let second = tokio::time::timeout(timeout, inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.version_info, app.wasm.wire_version(v2));
+        let (cfg, _, _) = unpack(&second.resources[0]);
+        assert_eq!(cfg["hosts"][0], "llm.example.com");
+        tx.send(DiscoveryRequest {
+            node,
+            response_nonce: second.nonce.clone(),
+            error_detail: Some(rpc::Status {
+                code: 3,
+                message: "rejected for the test".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let status = || app.nodes.lock().unwrap().get("envoy-1").cloned();
+        for _ in 0..200 {
+            if status().is_some_and(|s| s.nack_error.is_some()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let s = status().unwrap();
+        assert_eq!(
+            (
+                s.streams,
+                s.acked_version.as_deref(),
+                s.nacked_version.as_deref(),
+                s.nack_error.as_deref()
+            ),
+            (
+                1,
+                Some(v1.to_string().as_str()),
+                Some(v2.to_string().as_str()),
+                Some("rejected for the test")
+            )
+        );
     }
 }

@@ -117,12 +117,17 @@ impl Module {
     pub fn source_hint(self) -> &'static str {
         match self {
             Module::Translation => {
-                "filter/core/src/{openai,anthropic,gemini}/, translate/usage_probe.rs"
+                "filter/core/src/{openai,anthropic,gemini}/ (request.rs, response.rs), translate/"
             }
-            Module::Streaming => "filter/core/src/translate/stream.rs, */stream.rs, sse.rs",
-            Module::Usage => "filter/core/src/translate/usage_probe.rs, usage.rs",
+            Module::Streaming => "filter/core/src/*/stream.rs, translate/stream.rs, framing/",
+            Module::Usage => {
+                "filter/core/src/*/backend.rs (body_usage, usage_meter), flow/mod.rs (billed), \
+                 filter/records/src/usage.rs"
+            }
             Module::Guardrail => "filter/core/src/guardrails/",
-            Module::Routing => "filter/core/src/routing.rs, gateway.rs",
+            Module::Routing => {
+                "filter/core/src/flow/route.rs, flow/upstream.rs, routing.rs, gateway.rs"
+            }
             Module::Nondeterministic => "-",
         }
     }

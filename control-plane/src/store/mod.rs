@@ -1,13 +1,25 @@
 //! The sqlite store: keys (hashes only), providers, model routes, prices,
-//! the usage ledger and pushed config versions. One connection behind a
-//! mutex (sqlite serialises writers anyway); WAL so readers never block the
-//! ingest writer; versioned migrations.
+//! the usage ledger and pushed config versions. **All SQL lives in this
+//! module**, one file per resource (`keys`, `catalog`, `ledger`, `seed`);
+//! callers get typed rows. One writer connection behind a mutex (sqlite
+//! serialises writers anyway) and a read-only one for reports; WAL so
+//! readers never block the ingest writer; versioned migrations.
+
+mod catalog;
+mod keys;
+mod ledger;
+mod seed;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use catalog::*;
+pub use keys::*;
+pub use ledger::*;
+pub use seed::seed;
 
 /// Schema migrations, applied in order; the index + 1 is the version.
 const MIGRATIONS: &[&str] = &[
@@ -152,49 +164,17 @@ pub struct Store {
     read: Option<Arc<Mutex<Connection>>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct KeyRow {
-    pub id: String,
-    pub sha256: String,
-    pub prefix: String,
-    pub name: String,
-    pub owner: String,
-    pub models: Vec<String>,
-    pub rpm: Option<i64>,
-    pub tpm: Option<i64>,
-    /// Streams open at once (per Envoy).
-    #[serde(default)]
-    pub concurrent_streams: Option<i64>,
-    pub budget_usd: Option<f64>,
-    pub budget_period: String,
-    pub expires_at: Option<i64>,
-    pub status: String,
-    pub created_at: i64,
-    /// Precheck budget: remaining at the start of `budget_epoch`.
-    #[serde(default)]
-    pub budget_epoch: i64,
-    #[serde(default)]
-    pub budget_base_usd: Option<f64>,
-    #[serde(default)]
-    pub budget_period_start: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Price {
-    pub model: String,
-    pub input_per_token: f64,
-    pub output_per_token: f64,
-    pub cached_input_per_token: Option<f64>,
-    /// Unset: input × `sluice_config::CACHE_WRITE_MARKUP`.
-    #[serde(default)]
-    pub cache_write_input_per_token: Option<f64>,
-    pub source: String,
-}
-
 pub fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
@@ -245,137 +225,6 @@ impl Store {
     }
 }
 
-pub fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
-    let models: String = r.get("models")?;
-    Ok(KeyRow {
-        id: r.get("id")?,
-        sha256: r.get("sha256")?,
-        prefix: r.get("prefix")?,
-        name: r.get("name")?,
-        owner: r.get("owner")?,
-        models: serde_json::from_str(&models).unwrap_or_default(),
-        rpm: r.get("rpm")?,
-        tpm: r.get("tpm")?,
-        concurrent_streams: r.get("concurrent_streams")?,
-        budget_usd: r.get("budget_usd")?,
-        budget_period: r.get("budget_period")?,
-        expires_at: r.get("expires_at")?,
-        status: r.get("status")?,
-        created_at: r.get("created_at")?,
-        budget_epoch: r.get("budget_epoch")?,
-        budget_base_usd: r.get("budget_base_usd")?,
-        budget_period_start: r.get("budget_period_start")?,
-    })
-}
-
-pub fn list_keys(c: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
-    let mut st = c.prepare("SELECT * FROM keys ORDER BY created_at, id")?;
-    let rows = st.query_map([], key_from_row)?;
-    rows.collect()
-}
-
-pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO keys (id, sha256, prefix, name, owner, models, rpm, tpm, budget_usd,
-                           budget_period, expires_at, status, created_at, budget_epoch,
-                           budget_base_usd, budget_period_start, concurrent_streams)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
-            k.id,
-            k.sha256,
-            k.prefix,
-            k.name,
-            k.owner,
-            serde_json::to_string(&k.models).unwrap_or_else(|_| "[]".into()),
-            k.rpm,
-            k.tpm,
-            k.budget_usd,
-            k.budget_period,
-            k.expires_at,
-            k.status,
-            k.created_at,
-            k.budget_epoch,
-            k.budget_base_usd,
-            k.budget_period_start,
-            k.concurrent_streams
-        ],
-    )?;
-    Ok(())
-}
-
-/// Starts a new precheck epoch: the filter's per-Envoy counters restart from
-/// `budget − spend now`. Called when a budget is set and when its period
-/// rolls over — never for unrelated pushes, which must not reset counters
-/// while the ledger still lags in-flight requests.
-pub fn reset_budget_epoch(c: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
-    let Some(k) = get_key(c, id)? else {
-        return Ok(());
-    };
-    let base = match k.budget_usd {
-        Some(b) => Some((b - key_spend(c, &k, now)?).max(0.0)),
-        None => None,
-    };
-    let epoch = now_ms();
-    c.execute(
-        "UPDATE keys SET budget_epoch = ?1, budget_base_usd = ?2, budget_period_start = ?3
-         WHERE id = ?4",
-        params![epoch, base, period_start(&k.budget_period, now), id],
-    )?;
-    Ok(())
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyRow>> {
-    c.query_row("SELECT * FROM keys WHERE id = ?1", [id], key_from_row)
-        .optional()
-}
-
-pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
-    let mut st = c.prepare(
-        "SELECT model, input_per_token, output_per_token, cached_input_per_token, source,
-           cache_write_input_per_token
-         FROM prices ORDER BY model",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(Price {
-            model: r.get(0)?,
-            input_per_token: r.get(1)?,
-            output_per_token: r.get(2)?,
-            cached_input_per_token: r.get(3)?,
-            source: r.get(4)?,
-            cache_write_input_per_token: r.get(5)?,
-        })
-    })?;
-    rows.collect()
-}
-
-pub fn upsert_price(c: &Connection, p: &Price) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO prices (model, input_per_token, output_per_token, cached_input_per_token, source,
-           cache_write_input_per_token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(model) DO UPDATE SET input_per_token = excluded.input_per_token,
-           output_per_token = excluded.output_per_token,
-           cached_input_per_token = excluded.cached_input_per_token, source = excluded.source,
-           cache_write_input_per_token = excluded.cache_write_input_per_token",
-        params![
-            p.model,
-            p.input_per_token,
-            p.output_per_token,
-            p.cached_input_per_token,
-            p.source,
-            p.cache_write_input_per_token
-        ],
-    )?;
-    Ok(())
-}
-
 /// (year, month, day) of a day number since 1970-01-01 (UTC), by Howard
 /// Hinnant's civil-from-days.
 pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -403,15 +252,6 @@ pub fn period_start(period: &str, now: i64) -> i64 {
         }
         _ => 0,
     }
-}
-
-/// Spend of a key in its current period.
-pub fn key_spend(c: &Connection, key: &KeyRow, now: i64) -> rusqlite::Result<f64> {
-    c.query_row(
-        "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE key_id = ?1 AND ts >= ?2",
-        params![key.id, period_start(&key.budget_period, now)],
-        |r| r.get(0),
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,210 @@
+//! What the gateway routes to: providers, public models and their targets,
+//! prices, and the guardrail policy.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sluice_config::{Guardrails, Provider, Target};
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Price {
+    pub model: String,
+    pub input_per_token: f64,
+    pub output_per_token: f64,
+    pub cached_input_per_token: Option<f64>,
+    /// Unset: input × `sluice_config::CACHE_WRITE_MARKUP`.
+    #[serde(default)]
+    pub cache_write_input_per_token: Option<f64>,
+    pub source: String,
+}
+
+pub fn list_prices(c: &Connection) -> rusqlite::Result<Vec<Price>> {
+    let mut st = c.prepare(
+        "SELECT model, input_per_token, output_per_token, cached_input_per_token, source,
+           cache_write_input_per_token
+         FROM prices ORDER BY model",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(Price {
+            model: r.get(0)?,
+            input_per_token: r.get(1)?,
+            output_per_token: r.get(2)?,
+            cached_input_per_token: r.get(3)?,
+            source: r.get(4)?,
+            cache_write_input_per_token: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn upsert_price(c: &Connection, p: &Price) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO prices (model, input_per_token, output_per_token, cached_input_per_token, source,
+           cache_write_input_per_token)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(model) DO UPDATE SET input_per_token = excluded.input_per_token,
+           output_per_token = excluded.output_per_token,
+           cached_input_per_token = excluded.cached_input_per_token, source = excluded.source,
+           cache_write_input_per_token = excluded.cache_write_input_per_token",
+        params![
+            p.model,
+            p.input_per_token,
+            p.output_per_token,
+            p.cached_input_per_token,
+            p.source,
+            p.cache_write_input_per_token
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every provider spec, by name.
+pub fn list_providers(c: &Connection) -> Result<Vec<Provider>, String> {
+    let mut st = c
+        .prepare("SELECT spec FROM providers ORDER BY name")
+        .map_err(text)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(text)?;
+    let mut out = Vec::new();
+    for spec in rows {
+        out.push(serde_json::from_str(&spec.map_err(text)?).map_err(text)?);
+    }
+    Ok(out)
+}
+
+/// Adds or replaces a provider (by its name).
+pub fn put_provider(c: &Connection, p: &Provider) -> Result<(), String> {
+    let spec = serde_json::to_string(p).map_err(text)?;
+    c.execute(
+        "INSERT INTO providers (name, spec) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+        params![p.name, spec],
+    )
+    .map_err(text)?;
+    Ok(())
+}
+
+pub fn delete_provider(c: &Connection, name: &str) -> rusqlite::Result<()> {
+    c.execute("DELETE FROM providers WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+/// Every public model and its targets, in configuration order.
+pub fn list_models(c: &Connection) -> Result<Vec<(String, Vec<Target>)>, String> {
+    let mut st = c
+        .prepare("SELECT name, targets FROM models ORDER BY position, name")
+        .map_err(text)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(text)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, targets) = row.map_err(text)?;
+        out.push((name, serde_json::from_str(&targets).map_err(text)?));
+    }
+    Ok(out)
+}
+
+/// Adds (last in order) or replaces a model's targets.
+pub fn put_model(c: &Connection, name: &str, targets: &[Target]) -> Result<(), String> {
+    let targets = serde_json::to_string(targets).map_err(text)?;
+    c.execute(
+        "INSERT INTO models (name, position, targets)
+         VALUES (?1, (SELECT COALESCE(MAX(position), 0) + 1 FROM models), ?2)
+         ON CONFLICT(name) DO UPDATE SET targets = excluded.targets",
+        params![name, targets],
+    )
+    .map_err(text)?;
+    Ok(())
+}
+
+pub fn delete_model(c: &Connection, name: &str) -> rusqlite::Result<()> {
+    c.execute("DELETE FROM models WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+pub fn model_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    c.query_row("SELECT COUNT(*) FROM models WHERE name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+}
+
+pub fn count_models(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT COUNT(*) FROM models", [], |r| r.get(0))
+}
+
+/// The guardrail policy, if one is set.
+pub fn get_guardrails(c: &Connection) -> Result<Option<Guardrails>, String> {
+    c.query_row("SELECT spec FROM guardrail_policy WHERE id = 1", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()
+    .map_err(text)?
+    .map(|s| serde_json::from_str(&s).map_err(text))
+    .transpose()
+}
+
+pub fn put_guardrails(c: &Connection, g: &Guardrails) -> Result<(), String> {
+    let spec = serde_json::to_string(g).map_err(text)?;
+    c.execute(
+        "INSERT INTO guardrail_policy (id, spec) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET spec = excluded.spec",
+        [spec],
+    )
+    .map_err(text)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    #[test]
+    fn providers_models_prices_and_policy_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("c.db")).unwrap();
+        let c = s.lock();
+        let p: Provider = serde_json::from_value(serde_json::json!({
+            "name": "up", "kind": "anthropic", "cluster": "c", "host": "h"
+        }))
+        .unwrap();
+        put_provider(&c, &p).unwrap();
+        put_provider(&c, &p).unwrap(); // replaces
+        assert_eq!(list_providers(&c).unwrap(), vec![p]);
+        let t: Target =
+            serde_json::from_value(serde_json::json!({"provider": "up", "model": "m"})).unwrap();
+        put_model(&c, "b", std::slice::from_ref(&t)).unwrap();
+        put_model(&c, "a", std::slice::from_ref(&t)).unwrap();
+        // Configuration order is the order added, not the name.
+        let names: Vec<String> = list_models(&c).unwrap().into_iter().map(|m| m.0).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert!(model_exists(&c, "a").unwrap() && !model_exists(&c, "z").unwrap());
+        delete_model(&c, "a").unwrap();
+        delete_provider(&c, "up").unwrap();
+        assert_eq!(
+            (count_models(&c).unwrap(), list_providers(&c).unwrap().len()),
+            (1, 0)
+        );
+        let price = Price {
+            model: "m".into(),
+            input_per_token: 1e-6,
+            output_per_token: 2e-6,
+            cached_input_per_token: None,
+            cache_write_input_per_token: Some(1.25e-6),
+            source: "test".into(),
+        };
+        upsert_price(&c, &price).unwrap();
+        upsert_price(&c, &price).unwrap();
+        assert_eq!(list_prices(&c).unwrap(), vec![price]);
+        assert_eq!(get_guardrails(&c).unwrap(), None);
+        let g: Guardrails = serde_json::from_value(serde_json::json!({"rules": [
+            {"name": "e", "detector": "email", "action": "mask"}]}))
+        .unwrap();
+        put_guardrails(&c, &g).unwrap();
+        assert_eq!(get_guardrails(&c).unwrap(), Some(g));
+    }
+}

@@ -1,0 +1,272 @@
+//! The usage ledger (one row per request, keyed by an id the gateway made),
+//! the access-log sequence of every VM (loss accounting), reports, and the
+//! pushed configuration versions.
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use sluice_records::UsageRecord;
+
+/// Counts arrive as u64; sqlite integers are i64.
+fn int(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
+/// Writes one ledger row; `false` if the id is already there (a redelivered
+/// record: never counted twice).
+pub fn insert_usage(
+    c: &Connection,
+    id: &str,
+    ts: i64,
+    node: &str,
+    u: &UsageRecord,
+    cost_usd: f64,
+) -> rusqlite::Result<bool> {
+    let t = &u.tokens;
+    let n = c.execute(
+        "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
+           upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
+           cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms,
+           request_id, cache_creation_tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+           ?18, ?19, ?20)",
+        params![
+            id,
+            ts,
+            node,
+            u.key_id,
+            u.model,
+            u.provider,
+            u.upstream_model,
+            u.client_dialect,
+            u.stream,
+            int(t.prompt_tokens),
+            int(t.completion_tokens),
+            int(t.cached_tokens),
+            cost_usd,
+            u.status,
+            u.error,
+            u.usage_source,
+            int(u.latency_ms),
+            u.ttft_ms.map(int),
+            u.request_id,
+            int(t.cache_creation_tokens)
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+/// Notes a received record of a VM's sequence.
+pub fn note_sequence(c: &Connection, node: &str, vm: &str, seq: u64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO log_streams (node, vm, max_seq, received) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT(node, vm) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq),
+           received = received + 1",
+        params![node, vm, int(seq)],
+    )?;
+    Ok(())
+}
+
+/// One VM's access-log sequence: records sent (`max_seq`), received, lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStream {
+    pub node: String,
+    pub vm: String,
+    pub max_seq: i64,
+    pub received: i64,
+    pub lost: i64,
+}
+
+pub fn log_streams(c: &Connection) -> rusqlite::Result<Vec<LogStream>> {
+    let mut st =
+        c.prepare("SELECT node, vm, max_seq, received FROM log_streams ORDER BY node, vm")?;
+    let rows = st.query_map([], |r| {
+        let (max_seq, received): (i64, i64) = (r.get(2)?, r.get(3)?);
+        Ok(LogStream {
+            node: r.get(0)?,
+            vm: r.get(1)?,
+            max_seq,
+            received,
+            lost: (max_seq - received).max(0),
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn ledger_rows(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))
+}
+
+/// The store answers (health checks).
+pub fn healthy(c: &Connection) -> bool {
+    c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok()
+}
+
+/// What a usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Key,
+    Model,
+    Provider,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        match s {
+            "key" => Some(GroupBy::Key),
+            "model" => Some(GroupBy::Model),
+            "provider" => Some(GroupBy::Provider),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Key => "key_id",
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub group: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_usd: f64,
+    pub errors: i64,
+}
+
+/// Requests, tokens, cost and errors since `since` (unix seconds), per group,
+/// costliest first.
+pub fn usage_report(c: &Connection, by: GroupBy, since: i64) -> rusqlite::Result<Vec<UsageRow>> {
+    let sql = format!(
+        "SELECT COALESCE({col}, '-'), COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
+                SUM(cached_tokens), SUM(cost_usd), SUM(status >= 400)
+         FROM usage WHERE ts >= ?1 GROUP BY 1 ORDER BY 6 DESC, 1",
+        col = by.column()
+    );
+    let mut st = c.prepare(&sql)?;
+    let rows = st.query_map([since], |r| {
+        Ok(UsageRow {
+            group: r.get(0)?,
+            requests: r.get(1)?,
+            prompt_tokens: r.get(2)?,
+            completion_tokens: r.get(3)?,
+            cached_tokens: r.get(4)?,
+            cost_usd: r.get(5)?,
+            errors: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The newest pushed configuration: (version, SHA-256 of its body).
+pub fn last_config_version(c: &Connection) -> Option<(i64, String)> {
+    c.query_row(
+        "SELECT version, sha256 FROM config_versions ORDER BY version DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+pub fn insert_config_version(
+    c: &Connection,
+    version: i64,
+    now: i64,
+    sha256: &str,
+    body: &str,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO config_versions (version, created_at, sha256, config) VALUES (?1, ?2, ?3, ?4)",
+        params![version, now, sha256, body],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    fn rec(key: &str, model: &str, status: u16, prompt: u64) -> UsageRecord {
+        let mut r = UsageRecord {
+            key_id: Some(key.into()),
+            model: Some(model.into()),
+            status,
+            ..Default::default()
+        };
+        r.tokens.prompt_tokens = prompt;
+        r
+    }
+
+    #[test]
+    fn rows_are_written_once_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("l.db")).unwrap();
+        let c = s.lock();
+        assert!(insert_usage(&c, "n/vm/1", 100, "n", &rec("k1", "a", 200, 10), 0.5).unwrap());
+        // The same id again: ignored.
+        assert!(!insert_usage(&c, "n/vm/1", 100, "n", &rec("k1", "a", 200, 10), 0.5).unwrap());
+        assert!(insert_usage(&c, "n/vm/2", 100, "n", &rec("k1", "b", 429, 1000), 0.0).unwrap());
+        // Counts past i64 are stored saturated, not wrapped or refused.
+        assert!(insert_usage(&c, "big", 1, "n", &rec("k3", "c", 200, u64::MAX), 0.0).unwrap());
+        let big: i64 = c
+            .query_row(
+                "SELECT prompt_tokens FROM usage WHERE id = 'big'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(big, i64::MAX);
+        assert!(insert_usage(&c, "n/vm/3", 5, "n", &rec("k2", "a", 200, 1), 9.0).unwrap());
+        assert_eq!(ledger_rows(&c).unwrap(), 4);
+        let by_key = usage_report(&c, GroupBy::Key, 50).unwrap();
+        assert_eq!(
+            by_key.len(),
+            1,
+            "k2's and k3's rows are older than the window"
+        );
+        let k1 = &by_key[0];
+        assert_eq!(
+            (k1.group.as_str(), k1.requests, k1.errors, k1.cost_usd),
+            ("k1", 2, 1, 0.5)
+        );
+        assert_eq!(k1.prompt_tokens, 1010);
+        let by_model = usage_report(&c, GroupBy::Model, 2).unwrap();
+        assert_eq!(by_model[0].group, "a", "costliest first");
+        assert_eq!(GroupBy::parse("colour"), None);
+        assert!(healthy(&c));
+    }
+
+    #[test]
+    fn sequences_count_what_was_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("l.db")).unwrap();
+        let c = s.lock();
+        for seq in [1, 2, 5] {
+            note_sequence(&c, "envoy-a", "vm1", seq).unwrap();
+        }
+        note_sequence(&c, "envoy-b", "vm1", 1).unwrap();
+        let l = log_streams(&c).unwrap();
+        assert_eq!(
+            (l[0].max_seq, l[0].received, l[0].lost, l[1].lost),
+            (5, 3, 2, 0)
+        );
+    }
+
+    #[test]
+    fn config_versions_are_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("l.db")).unwrap();
+        let c = s.lock();
+        assert_eq!(last_config_version(&c), None);
+        insert_config_version(&c, 1, 10, "aa", "{}").unwrap();
+        insert_config_version(&c, 2, 11, "bb", "{}").unwrap();
+        assert!(insert_config_version(&c, 2, 12, "cc", "{}").is_err());
+        assert_eq!(last_config_version(&c), Some((2, "bb".into())));
+    }
+}

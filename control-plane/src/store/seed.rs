@@ -1,0 +1,94 @@
+//! Seeding an empty store from a configuration file.
+
+use std::path::Path;
+
+use rusqlite::params;
+
+use super::{count_keys, count_models, insert_key, now_s, put_setting, KeyRow, Store};
+
+/// Fills an empty store from a plugin configuration file (`serve --seed`):
+/// providers, models, keys (hashes as given), guardrails and settings. A
+/// store that has keys or models is left alone.
+pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg = sluice_config::PluginConfig::from_json(&bytes).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut c = st.lock();
+    let n = count_keys(&c).map_err(|e| e.to_string())?;
+    let m = count_models(&c).map_err(|e| e.to_string())?;
+    if n + m > 0 {
+        return Ok(()); // only an empty database is seeded
+    }
+    let tx = c.transaction().map_err(|e| e.to_string())?;
+    for p in &cfg.providers {
+        tx.execute(
+            "INSERT INTO providers (name, spec) VALUES (?1, ?2)",
+            params![p.name, serde_json::to_string(p).map_err(|e| e.to_string())?],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for (i, mo) in cfg.models.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO models (name, position, targets) VALUES (?1, ?2, ?3)",
+            params![
+                mo.name,
+                i as i64,
+                serde_json::to_string(&mo.targets).map_err(|e| e.to_string())?
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for k in &cfg.keys {
+        insert_key(
+            &tx,
+            &KeyRow {
+                id: k.id.clone(),
+                sha256: k.sha256.clone(),
+                prefix: "(seeded)".into(),
+                name: k.name.clone(),
+                owner: String::new(),
+                models: k.models.clone(),
+                // A seeded key keeps the limits its config gave it.
+                rpm: k
+                    .limits
+                    .and_then(|l| l.rpm)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
+                tpm: k
+                    .limits
+                    .and_then(|l| l.tpm)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
+                concurrent_streams: k
+                    .limits
+                    .and_then(|l| l.concurrent_streams)
+                    .map(|v| v.min(i64::MAX as u64) as i64),
+                budget_usd: None,
+                budget_period: "monthly".into(),
+                expires_at: k.expires_at.map(|t| t as i64),
+                status: match k.status {
+                    sluice_config::KeyStatus::Disabled => "disabled".into(),
+                    _ => "active".into(),
+                },
+                created_at: now_s(),
+                budget_epoch: 0,
+                budget_base_usd: None,
+                budget_period_start: 0,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    if let Some(g) = &cfg.guardrails {
+        tx.execute(
+            "INSERT INTO guardrail_policy (id, spec) VALUES (1, ?1)",
+            [serde_json::to_string(g).map_err(|e| e.to_string())?],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    put_setting(&tx, "capture", cfg.capture.as_ref())?;
+    put_setting(&tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
+    put_setting(&tx, "shadow", cfg.shadow.as_ref())?;
+    tx.commit().map_err(|e| e.to_string())
+}
