@@ -601,10 +601,11 @@ class Stack:
                  admin_token: str = "test-admin-token", capture_dir: Path | None = None,
                  mock: "Mock | None" = None, shadow: dict | None = None,
                  wasm_remote: bool = False, push_keys: bool = False,
-                 wasm_inline: bool = False):
+                 wasm_inline: bool = False, wasm: Path | None = None):
         """`mock`: share a running mock provider (e.g. a replaying one).
         `shadow`: {"config": ..., "wasm": Path, "percent": int} runs the
-        online shadow layout (render_shadow_bootstrap)."""
+        online shadow layout (render_shadow_bootstrap). `wasm`: another build
+        of the filter (static bootstrap only), e.g. to replay against it."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="sluice-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config if config is not None else demo_config(with_real=False)
@@ -640,7 +641,8 @@ class Stack:
                     xds_api_type=xds_api_type, node_id=f"envoy-{admin_port}",
                     control_plane_admin_port=self.cp.admin_port if self.cp else None,
                     control_plane_token=self.cp.grpc_token if self.cp else None,
-                    injected_mock_secret="SLUICE_MOCK_API_KEY" if push_keys else None)
+                    injected_mock_secret="SLUICE_MOCK_API_KEY" if push_keys else None,
+                    wasm=wasm or WASM)
             self.envoy = Envoy(self.workdir, bootstrap, admin_port=admin_port,
                                concurrency=concurrency,
                                env={} if push_keys else

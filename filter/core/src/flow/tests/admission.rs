@@ -1,0 +1,91 @@
+//! Admission and accounting: budgets, estimates, what a request is charged.
+
+use serde_json::Value;
+
+use super::support::*;
+use crate::budget::MemoryStore;
+use crate::flow::*;
+
+#[test]
+fn a_budget_is_never_silently_skipped_on_an_unpriced_model() {
+    let g = budget_gw(false);
+    let mut f = Flow::new(0);
+    let store = MemoryStore::default();
+    let body = r#"{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(admit(&g, &store, &mut f, body), 403);
+    assert_eq!(finish_json(&mut f, 1)["error"], "permission_denied");
+}
+
+#[test]
+fn every_choice_counts_in_the_budget_estimate() {
+    // $1 left at $0.001 a token: 100 output tokens fit once, not ×20.
+    let g = budget_gw(true);
+    let store = MemoryStore::default();
+    let one = r#"{"model":"mock-gpt","max_tokens":100,"messages":[]}"#;
+    let many = r#"{"model":"mock-gpt","max_tokens":100,"n":20,"messages":[]}"#;
+    assert_eq!(admit(&g, &store, &mut Flow::new(0), many), 429);
+    assert_eq!(admit(&g, &store, &mut Flow::new(0), one), 200);
+    // Client integers that would wrap are saturated, not wrapped.
+    let huge = format!(
+        r#"{{"model":"mock-gpt","max_tokens":{},"n":{},"messages":[]}}"#,
+        u64::MAX,
+        u64::MAX
+    );
+    assert_eq!(admit(&g, &store, &mut Flow::new(0), &huge), 429);
+}
+
+#[test]
+fn an_abandoned_passthrough_stream_is_charged_an_estimate() {
+    let g = budget_gw(true);
+    let store = MemoryStore::default();
+    let mut f = Flow::new(0);
+    let body = r#"{"model":"mock-gpt","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello there"}]}"#;
+    assert_eq!(admit(&g, &store, &mut f, body), 200);
+    f.on_response_headers(&g, 200, Some("text/event-stream"));
+    // Three content chunks, then the client goes away: no usage chunk.
+    let chunk = br#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a"}}]}
+
+"#
+    .repeat(3);
+    f.on_response_body(&g, chunk.len(), false, 1, || Some(chunk.clone()));
+    let rec = serde_json::from_slice::<Value>(&f.finish(5, &store)).unwrap();
+    assert_eq!(rec["usage_source"], "estimated");
+    assert_eq!(rec["completion_tokens"], 3);
+    assert!(rec["prompt_tokens"].as_u64().unwrap() > 0);
+    // The budget was settled with that estimate, not $0: the spend is
+    // in the shared counter (prompt + 3 completion tokens at $0.001).
+    let spent = {
+        let (v, _) = crate::budget::SharedStore::get(&store, "sluice.budget.1.k1");
+        let v = v.unwrap();
+        u64::from_le_bytes(v[..8].try_into().unwrap())
+    };
+    let want = (rec["prompt_tokens"].as_u64().unwrap() + 3) * 1000;
+    assert_eq!(spent, want);
+}
+
+#[test]
+fn usage_is_estimated_when_the_provider_reports_none() {
+    let g = multi_gw();
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        send(
+            &g,
+            &mut f,
+            "POST",
+            "/v1/messages",
+            r#"{"model":"gpt","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+        ),
+        BodyStep::Forward(_)
+    ));
+    f.on_response_headers(&g, 200, Some("text/event-stream"));
+    // An OpenAI-compatible provider that ignores include_usage.
+    let up = concat!(
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n").as_bytes().to_vec();
+    f.on_response_body(&g, up.len(), true, 2, || Some(up.clone()));
+    let rec: serde_json::Value = finish_json(&mut f, 3);
+    assert_eq!(rec["usage_source"], "estimated");
+    assert_eq!(rec["completion_tokens"], 2);
+    assert!(rec["prompt_tokens"].as_u64().unwrap() > 0);
+}

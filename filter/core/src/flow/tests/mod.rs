@@ -1,0 +1,9 @@
+//! The flow's tests, one file per room they exercise, on shared builders
+//! (`support`).
+
+mod admission;
+mod capture;
+mod request;
+mod response;
+mod support;
+mod translation;
