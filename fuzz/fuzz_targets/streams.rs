@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_core::api::APIS;
-use sluice_core::backend::BACKENDS;
+use sluice_core::registry::APIS;
+use sluice_core::registry::BACKENDS;
 use sluice_core::framing::sse::SseParser;
 use sluice_core::translate::stream::StreamTranslator;
 

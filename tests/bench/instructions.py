@@ -123,6 +123,9 @@ def main() -> int:
     ap.add_argument("--probes", action="store_true",
                     help="price each kind of host crossing with the probe filter instead")
     ap.add_argument("--only", help="run the cases whose name contains this (plain always runs)")
+    ap.add_argument("--compare", type=Path, metavar="WASM",
+                    help="also run the Sluice cases with this other build (e.g. the last "
+                         "release), row by row beside the current one")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind missing: scripts/ensure-deps.sh bench", file=sys.stderr)
@@ -146,6 +149,14 @@ def main() -> int:
             # all of Sluice's passthrough set together: what each crossing costs.
             cases = cases[:2] + [(f"probe: {ops}", {"probe": ops}, loadbench.NOOP, gpt)
                                  for ops in PROBES]
+        if args.compare:
+            paired = cases[:2]
+            for case in cases[2:]:
+                paired.append(case)
+                if case[2] == launch.WASM:
+                    paired.append((f"{case[0]} [{args.compare}]", case[1], args.compare,
+                                   case[3]))
+            cases = paired
         if args.only:
             cases = [c for c in cases if c[0] == "plain Envoy" or args.only in c[0]]
         for i, (name, config, wasm, body) in enumerate(cases):

@@ -101,8 +101,8 @@ fn streams(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut t = StreamTranslator::between(
-                    sluice_core::backend::lookup("openai").unwrap(),
-                    sluice_core::api::lookup(client).unwrap(),
+                    sluice_core::registry::backend("openai").unwrap(),
+                    sluice_core::registry::api(client).unwrap(),
                     1 << 20,
                     "gpt",
                     1,

@@ -117,7 +117,7 @@ impl Gateway {
         cfg: PluginConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Gateway, Vec<ConfigError>> {
-        Self::with_backends(cfg, env, crate::backend::BACKENDS)
+        Self::with_backends(cfg, env, crate::registry::BACKENDS)
     }
 
     /// As `new`, with provider kinds looked up in `backends` (the registry,

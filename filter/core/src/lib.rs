@@ -26,6 +26,7 @@ pub mod json_splice;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
+pub mod registry;
 pub mod request_probe;
 pub mod routing;
 pub mod tokens;

@@ -7,12 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sluice_core::backend::{Backend, StreamDecoder, UsageMeter, Wire, BACKENDS};
+use sluice_core::backend::{Backend, StreamDecoder, UsageMeter, Wire};
 use sluice_core::budget::MemoryStore;
 use sluice_core::canonical::{ProviderError, Request, Response, Warnings};
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead};
 use sluice_core::gateway::Gateway;
 use sluice_core::records::TokenUsage;
+use sluice_core::registry::BACKENDS;
 
 /// Azure OpenAI: Chat Completions bodies, the deployment in the path.
 #[derive(Debug)]

@@ -47,11 +47,11 @@ impl Dialect {
     }
 
     fn backend(self) -> &'static dyn Backend {
-        sluice_core::backend::lookup(self.name()).unwrap()
+        sluice_core::registry::backend(self.name()).unwrap()
     }
 
     fn api(self) -> &'static dyn ClientApi {
-        sluice_core::api::lookup(self.name()).unwrap()
+        sluice_core::registry::api(self.name()).unwrap()
     }
 }
 

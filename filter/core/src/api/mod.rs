@@ -2,10 +2,10 @@
 //! how its requests decode, how answers, errors, streams and model lists are
 //! written for it — behind one trait, with one registry.
 //!
-//! Adding a client API is one folder plus one line in [`APIS`]. Nothing
-//! else dispatches on the client's API. May import: `canonical`, `framing`,
-//! `error`, `request_probe` and the dialect folders; imported by
-//! `translate` and `flow` only.
+//! The trait is implemented in each dialect's folder (`openai/api.rs`, …)
+//! and listed in `registry::APIS`; nothing else dispatches on the client's
+//! API. Below the dialects: imports only `canonical`, `error` and
+//! `request_probe`.
 
 mod head;
 
@@ -47,7 +47,7 @@ pub trait ClientApi: Sync + fmt::Debug {
     fn wire(&self) -> Wire;
     /// Whether a request looks like this API's before any endpoint matched
     /// (so an early error is rendered in a shape its SDK reads). The first
-    /// API in [`APIS`] is the default and need not claim anything.
+    /// API in `registry::APIS` is the default and need not claim anything.
     fn claims(&self, path: &str, head: &RequestHead<'_>) -> bool;
     /// The paths of this API's endpoints (other methods get a 405).
     fn paths(&self) -> &'static [&'static str];
@@ -96,63 +96,4 @@ pub trait ClientApi: Sync + fmt::Debug {
 /// Canonical events → one client's stream bytes.
 pub trait StreamEncoder: fmt::Debug {
     fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>);
-}
-
-/// Every client API; the first is the default for requests that match none.
-/// Registration is one line here.
-pub static APIS: &[&dyn ClientApi] = &[
-    &crate::openai::api::ChatCompletions,
-    &crate::anthropic::api::Messages,
-    &crate::gemini::api::GenerateContent,
-];
-
-/// An API by name (`openai`, `anthropic`, `gemini`).
-pub fn lookup(name: &str) -> Option<&'static dyn ClientApi> {
-    APIS.iter().copied().find(|a| a.name() == name)
-}
-
-/// The API a request looks like (for errors before an endpoint matched).
-pub fn guess(path: &str, head: &RequestHead<'_>) -> &'static dyn ClientApi {
-    let claimed = APIS.iter().skip(1).find(|a| a.claims(path, head));
-    match claimed.or(APIS.first()) {
-        Some(a) => *a,
-        None => &crate::openai::api::ChatCompletions,
-    }
-}
-
-/// What a request asks of the gateway, from its method and path.
-#[derive(Debug)]
-pub enum Recognized<'p> {
-    Generate(Endpoint),
-    /// `GET /v1/models` (or `/v1beta/models`).
-    ListModels,
-    /// `GET /v1/models/{name}`.
-    GetModel(&'p str),
-    Refused(GatewayError),
-}
-
-/// Routes a request by method and path (`path` without query or fragment).
-pub fn recognize<'p>(method: &str, path: &'p str, full_path: &str) -> Recognized<'p> {
-    for api in APIS.iter().copied() {
-        if let Some(found) = api.endpoint(method, path, full_path) {
-            return match found {
-                Ok(m) => Recognized::Generate(Endpoint {
-                    api,
-                    model: m.model,
-                    stream: m.stream,
-                }),
-                Err(e) => Recognized::Refused(e),
-            };
-        }
-    }
-    match (method, path) {
-        ("GET", "/v1/models" | "/v1beta/models") => Recognized::ListModels,
-        ("GET", p) if p.starts_with("/v1/models/") || p.starts_with("/v1beta/models/") => {
-            Recognized::GetModel(p.rsplit('/').next().unwrap_or_default())
-        }
-        (m, p) if p == "/v1/models" || APIS.iter().any(|a| a.paths().contains(&p)) => {
-            Recognized::Refused(GatewayError::method_not_allowed(m, p))
-        }
-        (m, p) => Recognized::Refused(GatewayError::not_found(m, p)),
-    }
 }

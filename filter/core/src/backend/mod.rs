@@ -3,10 +3,10 @@
 //! usage is read — behind one trait, with one registry.
 //!
 //! Adding a backend is one folder (its wire types and codecs, and an
-//! `impl Backend`) plus one line in [`BACKENDS`]; the configuration's
-//! provider `kind` names it. Nothing else dispatches on the kind of a
-//! provider. May import: `canonical`, `framing`, `error`, `json_splice` and
-//! the dialect folders; imported by `translate` and `flow` only.
+//! `impl Backend`) plus one line in `registry::BACKENDS`; the
+//! configuration's provider `kind` names it. Nothing else dispatches on the
+//! kind of a provider. Below the dialects: imports only `canonical` and
+//! `framing`.
 
 use std::fmt;
 
@@ -74,21 +74,4 @@ pub struct FrameUsage {
 /// Reads usage from a passthrough stream without re-encoding it.
 pub trait UsageMeter: fmt::Debug {
     fn inspect(&mut self, frame: &Frame<'_>) -> FrameUsage;
-}
-
-/// Every backend, by configuration `kind`. Registration is one line here.
-pub static BACKENDS: &[&dyn Backend] = &[
-    &crate::openai::backend::OpenAi,
-    &crate::anthropic::backend::Anthropic,
-    &crate::gemini::backend::Gemini,
-];
-
-/// The backend of a configured `kind`.
-pub fn lookup(kind: &str) -> Option<&'static dyn Backend> {
-    BACKENDS.iter().copied().find(|b| b.kind() == kind)
-}
-
-/// The configured kinds, for error messages.
-pub fn kinds() -> Vec<&'static str> {
-    BACKENDS.iter().map(|b| b.kind()).collect()
 }

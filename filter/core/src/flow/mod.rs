@@ -28,13 +28,14 @@ use std::borrow::Cow;
 
 use sluice_records::{TokenUsage, UsageRecord, RECORD_VERSION};
 
-use crate::api::{ClientApi, Endpoint, Recognized};
+use crate::api::{ClientApi, Endpoint};
 use crate::backend::Backend;
 use crate::budget::SharedStore;
 use crate::canonical::Warnings;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, KeyEntry};
 use crate::guardrails::{Blocked, Hit};
+use crate::registry::Recognized;
 
 pub use crate::api::RequestHead;
 pub use upstream::CLUSTER_HEADER;
@@ -148,12 +149,22 @@ enum Phase {
 struct Route {
     api: &'static dyn ClientApi,
     backend: &'static dyn Backend,
+    /// Different wires: the request and the answer are translated
+    /// (compared once; the response callbacks ask on every chunk).
+    translate: bool,
 }
 
 impl Route {
-    /// Different wires: the request and the answer are translated.
+    fn new(api: &'static dyn ClientApi, backend: &'static dyn Backend) -> Route {
+        Route {
+            api,
+            backend,
+            translate: api.wire() != backend.wire(),
+        }
+    }
+
     fn translating(self) -> bool {
-        self.api.wire() != self.backend.wire()
+        self.translate
     }
 }
 
@@ -189,7 +200,7 @@ fn blocked(b: &Blocked) -> GatewayError {
 
 impl Flow {
     pub fn new(now_ms: u64) -> Self {
-        let api = crate::api::guess("", &RequestHead::default());
+        let api = crate::registry::default_api();
         Flow {
             start_ms: now_ms,
             phase: Phase::Request,
@@ -254,13 +265,13 @@ impl Flow {
         self.client_version_missing = head.anthropic_version.is_none();
         let path = head.path.split(['?', '#']).next().unwrap_or_default();
         // Errors before routing use the API the path implies.
-        self.set_api(crate::api::guess(path, head));
+        self.set_api(crate::registry::guess(path, head));
         let key = match self.admission.authenticate(gw, head, self.start_ms) {
             Ok(k) => k,
             Err(e) => return HeadersStep::Reply(self.reply_error(e)),
         };
         self.record.key_id = Some(key.id.clone());
-        let endpoint = match crate::api::recognize(head.method, path, head.path) {
+        let endpoint = match crate::registry::recognize(head.method, path, head.path) {
             Recognized::Generate(ep) => ep,
             Recognized::ListModels => {
                 return HeadersStep::Reply(self.reply_ok(self.models_list(gw, key)))

@@ -134,10 +134,7 @@ impl Flow {
             .ok_or_else(|| GatewayError::unavailable("The model's provider is not configured."))?;
         self.record.provider = Some(provider.name.clone());
         self.record.upstream_model = Some(target.upstream_model.clone());
-        let route = Route {
-            api: self.api,
-            backend: provider.backend,
-        };
+        let route = Route::new(self.api, provider.backend);
         self.route = Some(route);
         // The decoded request: needed to translate, or for policy checks.
         let policy = gw.guardrails.as_ref();
