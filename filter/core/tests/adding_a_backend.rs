@@ -1,7 +1,7 @@
 //! Adding a backend, in the smallest form: an OpenAI-compatible variant
 //! with its own upstream path (Azure OpenAI's deployment URLs). In the crate
 //! it would be one folder (`src/azure/backend.rs` with this `impl`) and one
-//! line in `backend::BACKENDS`; here the test's own registry stands in for
+//! line in `registry::BACKENDS`; here the test's own registry stands in for
 //! that line. Nothing else changes: the client APIs, the flow, translation
 //! and metering all reach it through the seam.
 

@@ -50,12 +50,14 @@ impl Admission {
     }
 
     /// The authenticated key, in the body phase.
+    #[inline]
     pub fn key<'g>(&self, gw: &'g Gateway) -> Option<&'g KeyEntry> {
         self.key_digest.and_then(|d| gw.key_by_digest(&d))
     }
 
     /// Headers on the gateway's own replies: the rate-limit status, and
     /// `retry-after` when the refusal is the rate limit's.
+    #[inline]
     pub fn reply_headers(&self, err: &GatewayError) -> Vec<(&'static str, String)> {
         let mut headers = self.rate_status.map(|s| s.headers()).unwrap_or_default();
         if err.kind == ErrorKind::RateLimited {

@@ -19,6 +19,7 @@ pub(super) struct CaptureState {
 }
 
 impl CaptureState {
+    #[inline]
     pub fn keep_head(&mut self, gw: &Gateway, head: &RequestHead<'_>) {
         if gw.capture.is_some() {
             self.head = Some((
@@ -29,10 +30,12 @@ impl CaptureState {
         }
     }
 
+    #[inline]
     pub fn active(&self) -> bool {
         self.capture.is_some()
     }
 
+    #[inline]
     pub fn local_reply(&mut self, r: &LocalReply) {
         if let Some(c) = &mut self.capture {
             c.client_content_type(Some(r.content_type));
@@ -40,6 +43,7 @@ impl CaptureState {
         }
     }
 
+    #[inline]
     pub fn upstream_request(
         &mut self,
         provider: &str,
@@ -52,6 +56,7 @@ impl CaptureState {
         }
     }
 
+    #[inline]
     pub fn response_headers(
         &mut self,
         status: u16,
@@ -69,6 +74,7 @@ impl CaptureState {
 
     /// One response callback: the provider's bytes (`upstream`, `None` if
     /// they could not be read) and what the client got instead (`step`).
+    #[inline]
     pub fn response_body(
         &mut self,
         step: &ResponseBodyStep,
@@ -94,12 +100,14 @@ impl CaptureState {
         }
     }
 
+    #[inline]
     pub fn finish(&mut self, rec: &sluice_records::UsageRecord, start_ms: u64) {
         if let Some(c) = self.capture.take() {
             self.out = c.finish(rec, start_ms);
         }
     }
 
+    #[inline]
     pub fn take(&mut self) -> Option<Vec<u8>> {
         self.out.take()
     }

@@ -253,6 +253,9 @@ impl Flow {
 
     /// Notes what went upstream: the shadow digest and the capture.
     pub(super) fn forwarded(&mut self, gw: &Gateway, f: &Forward<'_>) {
+        if gw.shadow.is_none() && !self.capture.active() {
+            return;
+        }
         let path = f.set.iter().find(|(k, _)| *k == ":path").map(|(_, v)| v);
         let path = path.map(|p| p.as_ref()).unwrap_or_default();
         let provider = self.record.provider.as_deref().unwrap_or_default();
