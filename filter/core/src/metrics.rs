@@ -199,7 +199,7 @@ pub fn updates(r: &UsageRecord, per_key: bool) -> Vec<Update> {
 /// Metrics whose key hashes alike: (label-value key, id).
 type Bucket<T> = Vec<(Box<[u8]>, T)>;
 
-/// The map's keys are already FNV hashes: hashing them again (SipHash, the
+/// The map's keys are already hashes (`key_hash`): hashing them again (SipHash, the
 /// default) was a tenth of `emit`'s cost.
 #[derive(Debug, Default, Clone, Copy)]
 struct PreHashed(u64);
@@ -236,11 +236,25 @@ impl<T> Default for MetricIds<T> {
     }
 }
 
-/// FNV-1a: short keys, no allocation, deterministic.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// A word-at-a-time multiplicative hash (Fx-style): the key is a bucket
+/// index only — buckets compare the whole key — so speed matters more than
+/// distribution. Eight bytes per step: the byte-wise FNV it replaces was
+/// a third of `emit` (~1.6k instructions per request).
+fn key_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut words = bytes.chunks_exact(8);
+    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ bytes.len() as u64;
+    for w in &mut words {
+        if let Ok(w) = <[u8; 8]>::try_from(w) {
+            h = step(h, u64::from_le_bytes(w));
+        }
+    }
+    let mut tail = [0u8; 8];
+    for (t, b) in tail.iter_mut().zip(words.remainder()) {
+        *t = *b;
+    }
+    step(h, u64::from_le_bytes(tail))
 }
 
 /// Distinct metrics a VM keeps ids for (bounded by the configuration's
@@ -268,7 +282,7 @@ impl<T: Copy> MetricIds<T> {
                 scratch.push(1);
                 scratch.extend_from_slice(v.as_bytes());
             }
-            let h = fnv(scratch);
+            let h = key_hash(scratch);
             let bucket = map.entry(h).or_default();
             if let Some((_, id)) = bucket.iter().find(|(k, _)| **k == **scratch) {
                 record(*id, kind, value);
