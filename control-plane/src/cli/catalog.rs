@@ -51,10 +51,12 @@ fn parse_target(t: &str) -> Result<sluice_config::Target, String> {
         [p, m, w] => (*p, *m, w.parse().map_err(|_| format!("bad weight in {t}"))?),
         _ => return Err(format!("--target {t}: want provider:model[:weight]")),
     };
-    serde_json::from_value(serde_json::json!({
-        "provider": provider, "model": model, "weight": weight
-    }))
-    .map_err(|e| format!("--target {t}: {e}"))
+    Ok(sluice_config::Target {
+        provider: provider.to_string(),
+        model: model.to_string(),
+        weight,
+        price: None,
+    })
 }
 
 pub fn run_models(c: &Client, cmd: ModelsCmd) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! `sluice shadow …`.
 
 use clap::Subcommand;
-use sluice_config::{CaptureConfig, Guardrails, ShadowConfig};
+use sluice_config::{CaptureConfig, Guardrails, ShadowConfig, ShadowRole};
 
 use super::{print_json, Client};
 use crate::api::{GuardrailsSet, Setting};
@@ -116,9 +116,18 @@ pub fn run_shadow(c: &Client, cmd: ShadowCmd) -> Result<(), String> {
     match cmd {
         ShadowCmd::Show => print_json(&c.get::<Setting<ShadowConfig>>("/v1/shadow")?)?,
         ShadowCmd::Set { role } => {
-            let body = serde_json::json!({ "role": role });
+            let role = match role.as_str() {
+                "primary" => ShadowRole::Primary,
+                "shadow" => ShadowRole::Shadow,
+                other => return Err(format!("--role {other}: want primary or shadow")),
+            };
+            let body = ShadowConfig { role };
             let r: Setting<ShadowConfig> = c.send("PUT", "/v1/shadow", &body)?;
-            println!("shadow role {role} (config version {})", version(&r));
+            println!(
+                "shadow role {} (config version {})",
+                role.as_str(),
+                version(&r)
+            );
         }
         ShadowCmd::Off => {
             let r: Setting<ShadowConfig> = c.delete("/v1/shadow")?;
