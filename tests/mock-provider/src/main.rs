@@ -3,8 +3,8 @@
 //! Speaks OpenAI Chat Completions, Anthropic Messages and Gemini
 //! generateContent/streamGenerateContent (AI Studio and Vertex paths),
 //! stream and non-stream, with tool calls and each provider's error shape.
-//! Behaviour is steered per request by `x-mock-*` headers (see README.md
-//! beside this file); recent requests are inspectable at `/__mock/requests`.
+//! Behaviour is steered per request by `x-mock-*` headers (README.md in this
+//! crate lists them); recent requests are inspectable at `/__mock/requests`.
 
 mod answer;
 mod anthropic;
@@ -46,6 +46,9 @@ struct AppState {
     /// gateway side sent for each record.
     replay: std::collections::HashMap<String, sluice_replay::record::Record>,
     replay_log: Mutex<std::collections::HashMap<String, serde_json::Map<String, Value>>>,
+    /// Injected errors with a budget (`x-mock-error-times`): failures made
+    /// so far per `x-mock-error-key`.
+    failures: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 const MAX_REPLAY_LOG: usize = 100_000;
@@ -119,6 +122,7 @@ fn main() {
             recent: Mutex::new(VecDeque::new()),
             replay,
             replay_log: Mutex::new(Default::default()),
+            failures: Mutex::new(Default::default()),
         });
         let app = Router::new().fallback(handle).with_state(state);
         let shutdown = async {
@@ -148,16 +152,66 @@ fn json_response(status: u16, body: &Value, extra: &[(&str, String)]) -> Respons
 }
 
 fn provider_error(format: Format, status: u16, message: &str) -> Response {
+    provider_error_after(
+        format,
+        status,
+        message,
+        (status == 429).then(|| "7".to_string()),
+    )
+}
+
+fn provider_error_after(
+    format: Format,
+    status: u16,
+    message: &str,
+    retry_after: Option<String>,
+) -> Response {
     let body = match format {
         Format::OpenAi => openai::error(status, message),
         Format::Anthropic => anthropic::error(status, message),
         Format::Gemini => gemini::error(status, message),
     };
-    let mut extra = Vec::new();
-    if status == 429 {
-        extra.push(("retry-after", "7".to_string()));
-    }
+    let extra: Vec<(&str, String)> = retry_after
+        .map(|v| ("retry-after", v))
+        .into_iter()
+        .collect();
     json_response(status, &body, &extra)
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+        }
+    }
+}
+
+/// Whether the `x-mock-error` of this request applies: only to the wire
+/// formats in `x-mock-error-for` (so one provider kind fails and another
+/// answers: fallback tests), and only the first `x-mock-error-times`
+/// requests with the same `x-mock-error-key` (so a retry succeeds).
+fn injected_error_applies(state: &AppState, h: &HeaderMap, format: Format) -> bool {
+    let for_format = header(h, "x-mock-error-for")
+        .is_none_or(|list| list.split(',').any(|f| f.trim() == format.name()));
+    if !for_format {
+        return false;
+    }
+    let Some(times) = header(h, "x-mock-error-times").and_then(|s| s.parse::<u64>().ok()) else {
+        return true;
+    };
+    let key = header(h, "x-mock-error-key")
+        .unwrap_or_default()
+        .to_string();
+    let mut made = state.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let n = made.entry(key).or_insert(0);
+    if *n < times {
+        *n += 1;
+        true
+    } else {
+        false
+    }
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -247,8 +301,18 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
     }
     let h = &parts.headers;
+    if let Some(ms) = header(h, "x-mock-first-byte-delay-ms").and_then(|s| s.parse::<u64>().ok()) {
+        // Nothing at all until then: a first-byte timeout's upstream.
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
     if let Some(status) = header(h, "x-mock-error").and_then(|s| s.parse::<u16>().ok()) {
-        return provider_error(format, status, &format!("mock: injected error {status}"));
+        if injected_error_applies(&state, h, format) {
+            let retry_after = header(h, "x-mock-retry-after")
+                .map(str::to_string)
+                .or_else(|| (status == 429).then(|| "7".to_string()));
+            let msg = format!("mock: injected error {status}");
+            return provider_error_after(format, status, &msg, retry_after);
+        }
     }
     let Some(req) = parsed else {
         return provider_error(format, 400, "mock: body is not valid JSON");
