@@ -463,7 +463,12 @@ class Envoy:
              "--component-log-level", "wasm:info"],
             stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
         if wait_ready:
-            _wait_http(self.admin + "/ready", 60, self.proc, f"envoy ({self.log_path})")
+            try:
+                _wait_http(self.admin + "/ready", 60, self.proc, f"envoy ({self.log_path})")
+            except BaseException:
+                # Not ready, or interrupted: never leave the process behind.
+                self.stop()
+                raise
 
     def stats(self, filter_: str = "") -> dict:
         url = self.admin + "/stats?format=json" + (f"&filter={filter_}" if filter_ else "")
@@ -724,9 +729,21 @@ def cmd_run(args) -> int:
                       real_clusters=True, chunk_delay_ms=args.chunk_delay_ms, managed=managed,
                       control_plane_ports=(cp_ports[0], cp_ports[1]),
                       admin_token=os.environ.get("SLUICE_ADMIN_TOKEN") or secrets.token_hex(16))
+    except KeyboardInterrupt:
+        # Stack stops whatever it had started before re-raising.
+        print("sluice: interrupted while starting", file=sys.stderr)
+        return 130
     except (RuntimeError, OSError) as e:
         print(f"sluice: could not start: {e}", file=sys.stderr)
         return 1
+    # From here Ctrl-C (or SIGTERM) only asks to stop: the set-up below
+    # finishes, and the stack is always stopped on the way out.
+    stop = {"now": False}
+
+    def handler(*_):
+        stop["now"] = True
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
     if stack.cp:
         # Demo prices for the mock models, so budgets work on them (a key
         # with a budget is refused on a model without a price).
@@ -735,7 +752,11 @@ def cmd_run(args) -> int:
                                           "output_cost_per_token": 2e-06, "mode": "chat"}
                                       for m in ("mock-gpt-upstream", "mock-claude-upstream",
                                                 "mock-gemini-upstream")}))
-        stack.cp.cli("prices", "import", str(prices))
+        try:
+            stack.cp.cli("prices", "import", str(prices))
+        except BaseException:
+            stack.stop()
+            raise
     models = ", ".join(m["name"] for m in cfg.get("models", []))
     cp = ""
     if stack.cp:
@@ -762,12 +783,6 @@ Try it:
 
 Ctrl-C stops Envoy and the mock provider.
 """, flush=True)
-    stop = {"now": False}
-
-    def handler(*_):
-        stop["now"] = True
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
     try:
         while not stop["now"]:
             if stack.envoy.proc.poll() is not None:

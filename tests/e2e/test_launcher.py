@@ -62,3 +62,24 @@ def test_a_busy_listen_port_is_one_clear_line(tmp_path):
         out, err = p.communicate(timeout=60)
     assert p.returncode == 1
     assert err.strip() == f"sluice: port {busy} is in use; choose another with SLUICE_PORT=…"
+
+
+def test_ctrl_c_at_any_point_of_start_up_stops_everything_cleanly(tmp_path):
+    """Interrupted while starting (processes half up, the demo prices being
+    imported, or serving): no traceback, exit at once, nothing left
+    listening."""
+    for i, delay in enumerate((0.3, 1.5, 3.0, 6.0)):
+        port = launch.free_port()
+        p = run(tmp_path / str(i), "--port", str(port))
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            raise AssertionError(f"still running 30 s after Ctrl-C at {delay} s: {err}")
+        assert "Traceback" not in err, (delay, err)
+        assert p.returncode in (0, 130), (delay, p.returncode, err)
+        # Envoy went with it: the listener port is free again.
+        assert launch.port_is_free(port), delay
