@@ -128,23 +128,30 @@ impl Gateway {
         backends: &[&'static dyn Backend],
     ) -> Result<Gateway, Vec<ConfigError>> {
         cfg.validate()?;
-        let unknown: Vec<ConfigError> = cfg
-            .providers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !backends.iter().any(|b| b.kind() == p.kind.as_str()))
-            .map(|(i, p)| {
-                let known: Vec<&str> = backends.iter().map(|b| b.kind()).collect();
-                ConfigError::new(
-                    format!("providers[{i}].kind"),
-                    format!(
-                        "unknown provider kind '{}' (known: {})",
-                        crate::error::truncate(p.kind.as_str(), 64),
-                        known.join(", ")
-                    ),
-                )
-            })
-            .collect();
+        // Each provider's backend, looked up once; a kind without one
+        // refuses the configuration.
+        let mut resolved = Vec::with_capacity(cfg.providers.len());
+        let mut unknown = Vec::new();
+        for (i, p) in cfg.providers.iter().enumerate() {
+            match backends
+                .iter()
+                .copied()
+                .find(|b| b.kind() == p.kind.as_str())
+            {
+                Some(b) => resolved.push(b),
+                None => {
+                    let known: Vec<&str> = backends.iter().map(|b| b.kind()).collect();
+                    unknown.push(ConfigError::new(
+                        format!("providers[{i}].kind"),
+                        format!(
+                            "unknown provider kind '{}' (known: {})",
+                            crate::error::truncate(p.kind.as_str(), 64),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         if !unknown.is_empty() {
             return Err(unknown);
         }
@@ -157,14 +164,7 @@ impl Gateway {
         };
         let mut provider_index = HashMap::new();
         let mut providers = Vec::with_capacity(cfg.providers.len());
-        for p in cfg.providers {
-            let Some(backend) = backends
-                .iter()
-                .copied()
-                .find(|b| b.kind() == p.kind.as_str())
-            else {
-                continue; // refused above
-            };
+        for (p, backend) in cfg.providers.into_iter().zip(resolved) {
             let credential = match (&p.auth, &p.api_key_env) {
                 // Injected by Envoy (`api_key_secret`), or no credential.
                 (ProviderAuth::None, _) | (_, None) => Credential::None,

@@ -85,8 +85,3 @@ pub static BACKENDS: &[&dyn Backend] = &[
 pub fn backend(kind: &str) -> Option<&'static dyn Backend> {
     BACKENDS.iter().copied().find(|b| b.kind() == kind)
 }
-
-/// The configured kinds, for error messages.
-pub fn kinds() -> Vec<&'static str> {
-    BACKENDS.iter().map(|b| b.kind()).collect()
-}

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
-use crate::canonical::{ProviderError, Request, Response, StreamEvent};
+use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
 
@@ -89,11 +89,5 @@ impl ClientApi for Messages {
         let first = models.first().map(|m| m["id"].clone());
         let last = models.last().map(|m| m["id"].clone());
         json!({"data": models, "has_more": false, "first_id": first, "last_id": last})
-    }
-}
-
-impl StreamEncoder for super::stream::Encoder {
-    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
-        super::stream::Encoder::encode(self, ev, out);
     }
 }

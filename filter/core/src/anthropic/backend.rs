@@ -75,16 +75,6 @@ impl Backend for Anthropic {
     }
 }
 
-impl StreamDecoder for super::stream::Decoder {
-    fn decode(&mut self, frame: &Frame<'_>, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::decode(self, frame, out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::finish(self, out);
-    }
-}
-
 /// Anthropic splits usage over `message_start` and `message_delta`; the
 /// stream decoder already merges them (cumulative, set-not-add), and only
 /// those two events are decoded.

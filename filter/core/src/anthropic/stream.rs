@@ -23,7 +23,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
+    /// Usage as reported so far (used by passthrough metering).
+    pub fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+}
+
+impl crate::backend::StreamDecoder for Decoder {
+    fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
         let Some(data) = ev.data.as_deref() else {
             return;
         };
@@ -113,13 +120,8 @@ impl Decoder {
         }
     }
 
-    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         crate::canonical::end_stream(&mut self.done, self.finished, out);
-    }
-
-    /// Usage as reported so far (used by passthrough metering).
-    pub fn usage(&self) -> TokenUsage {
-        self.usage
     }
 }
 
@@ -247,8 +249,10 @@ impl Encoder {
             },
         );
     }
+}
 
-    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+impl crate::api::StreamEncoder for Encoder {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
-use crate::canonical::{ProviderError, Request, Response, StreamEvent};
+use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
 
@@ -110,11 +110,5 @@ impl ClientApi for GenerateContent {
 
     fn models_list(&self, models: Vec<Value>) -> Value {
         json!({"models": models})
-    }
-}
-
-impl StreamEncoder for super::stream::Encoder {
-    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
-        super::stream::Encoder::encode(self, ev, out);
     }
 }

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use sluice_records::TokenUsage;
 
 use crate::backend::{Backend, FrameUsage, StreamDecoder, UsageMeter, Wire};
-use crate::canonical::{ProviderError, Request, Response, StreamEvent, Warnings};
+use crate::canonical::{ProviderError, Request, Response, Warnings};
 use crate::framing::Frame;
 
 #[derive(Debug)]
@@ -76,16 +76,6 @@ impl Backend for Gemini {
             .and_then(|raw| serde_json::from_slice(raw).ok())
             .map(|u| super::response::usage_from(&u))
             .or_else(|| probe_usage(body))
-    }
-}
-
-impl StreamDecoder for super::stream::Decoder {
-    fn decode(&mut self, frame: &Frame<'_>, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::decode(self, frame, out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::finish(self, out);
     }
 }
 

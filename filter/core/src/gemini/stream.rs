@@ -29,53 +29,6 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
-        let Some(data) = ev.data.as_deref() else {
-            return;
-        };
-        let Some(r) = crate::canonical::parse_event::<GenerateResponse>(data, out) else {
-            return;
-        };
-        if let Some(e) = r.error {
-            let code = e.code.unwrap_or(500);
-            out.push(StreamEvent::Error(ProviderError {
-                status: code,
-                kind: class_from_status(e.status.as_deref().unwrap_or(""), code),
-                message: e.message,
-            }));
-            return;
-        }
-        if !self.started {
-            self.started = true;
-            out.push(StreamEvent::Start {
-                id: r.response_id.clone().unwrap_or_default(),
-                model: r.model_version.clone().unwrap_or_default(),
-            });
-        }
-        let mut finish = None;
-        if let Some(c) = r.candidates.into_iter().next() {
-            for p in c.content.map(|c| c.parts).unwrap_or_default() {
-                self.part(p, out);
-            }
-            finish = c.finish_reason;
-        }
-        if let Some(u) = r.usage_metadata.filter(|u| u.prompt_token_count > 0) {
-            out.push(StreamEvent::Usage(usage_from(&u)));
-        }
-        if let Some(f) = finish {
-            self.close_partial(out);
-            self.finished = true;
-            let reason = match FinishReason::from_gemini(&f) {
-                FinishReason::Stop if self.calls > 0 => FinishReason::ToolCalls,
-                other => other,
-            };
-            out.push(StreamEvent::Finish {
-                reason,
-                stop_sequence: None,
-            });
-        }
-    }
-
     fn part(&mut self, p: GPart, out: &mut Vec<StreamEvent>) {
         if let Some(t) = p.text {
             if !t.is_empty() {
@@ -137,9 +90,58 @@ impl Decoder {
             });
         }
     }
+}
+
+impl crate::backend::StreamDecoder for Decoder {
+    fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
+        let Some(data) = ev.data.as_deref() else {
+            return;
+        };
+        let Some(r) = crate::canonical::parse_event::<GenerateResponse>(data, out) else {
+            return;
+        };
+        if let Some(e) = r.error {
+            let code = e.code.unwrap_or(500);
+            out.push(StreamEvent::Error(ProviderError {
+                status: code,
+                kind: class_from_status(e.status.as_deref().unwrap_or(""), code),
+                message: e.message,
+            }));
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: r.response_id.clone().unwrap_or_default(),
+                model: r.model_version.clone().unwrap_or_default(),
+            });
+        }
+        let mut finish = None;
+        if let Some(c) = r.candidates.into_iter().next() {
+            for p in c.content.map(|c| c.parts).unwrap_or_default() {
+                self.part(p, out);
+            }
+            finish = c.finish_reason;
+        }
+        if let Some(u) = r.usage_metadata.filter(|u| u.prompt_token_count > 0) {
+            out.push(StreamEvent::Usage(usage_from(&u)));
+        }
+        if let Some(f) = finish {
+            self.close_partial(out);
+            self.finished = true;
+            let reason = match FinishReason::from_gemini(&f) {
+                FinishReason::Stop if self.calls > 0 => FinishReason::ToolCalls,
+                other => other,
+            };
+            out.push(StreamEvent::Finish {
+                reason,
+                stop_sequence: None,
+            });
+        }
+    }
 
     /// Gemini streams end when the connection does; there is no terminator.
-    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         if !self.done {
             self.close_partial(out);
         }
@@ -195,8 +197,10 @@ impl Encoder {
         let _ = serde_json::to_writer(&mut *out, &r);
         out.extend_from_slice(b"\r\n\r\n");
     }
+}
 
-    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+impl crate::api::StreamEncoder for Encoder {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }

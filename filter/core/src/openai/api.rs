@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::api::Endpoint;
 use crate::api::{ClientApi, EndpointMatch, RequestHead, StreamEncoder, Wire};
-use crate::canonical::{ProviderError, Request, Response, StreamEvent};
+use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
 
@@ -85,11 +85,5 @@ impl ClientApi for ChatCompletions {
 
     fn models_list(&self, models: Vec<Value>) -> Value {
         json!({"object": "list", "data": models})
-    }
-}
-
-impl StreamEncoder for super::stream::Encoder {
-    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
-        super::stream::Encoder::encode(self, ev, out);
     }
 }

@@ -3,7 +3,7 @@
 use sluice_records::TokenUsage;
 
 use crate::backend::{Backend, FrameUsage, StreamDecoder, UsageMeter, Wire};
-use crate::canonical::{ProviderError, Request, Response, StreamEvent, Warnings};
+use crate::canonical::{ProviderError, Request, Response, Warnings};
 use crate::framing::Frame;
 
 #[derive(Debug)]
@@ -57,16 +57,6 @@ impl Backend for OpenAi {
         crate::json_splice::top_level_member(body, b"usage")
             .and_then(super::usage::from_usage_object)
             .or_else(|| super::usage::from_response(body))
-    }
-}
-
-impl StreamDecoder for super::stream::Decoder {
-    fn decode(&mut self, frame: &Frame<'_>, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::decode(self, frame, out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        super::stream::Decoder::finish(self, out);
     }
 }
 

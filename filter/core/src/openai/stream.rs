@@ -22,7 +22,60 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
+    fn tool_delta(&mut self, tc: types::ToolCallDelta, pos: usize, out: &mut Vec<StreamEvent>) {
+        let index = tc.index.unwrap_or(pos);
+        if index > 1024 {
+            return; // not a real response; refuse to grow state
+        }
+        if self.tools.len() <= index {
+            self.tools
+                .resize_with(index.saturating_add(1), Default::default);
+        }
+        let (name, args) = match tc.function {
+            Some(f) => (
+                f.name.filter(|n| !n.is_empty()),
+                f.arguments.unwrap_or_default(),
+            ),
+            None => (None, String::new()),
+        };
+        let Some(slot) = self.tools.get_mut(index) else {
+            return;
+        };
+        if !slot.0 {
+            if let Some(name) = name {
+                slot.0 = true;
+                // Some providers send "" ids on later deltas; only a
+                // non-empty id on the first delta counts.
+                let id = tc
+                    .id
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| crate::canonical::synthesized_call_id(index, &name));
+                out.push(StreamEvent::ToolCallStart { index, id, name });
+                let pending = std::mem::take(&mut slot.1);
+                if !pending.is_empty() {
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        fragment: pending,
+                    });
+                }
+            } else {
+                if slot.1.len().saturating_add(args.len()) <= MAX_PENDING_ARGS {
+                    slot.1.push_str(&args);
+                }
+                return;
+            }
+        }
+        if !args.is_empty() {
+            out.push(StreamEvent::ToolCallArgs {
+                index,
+                fragment: args,
+            });
+        }
+    }
+}
+
+impl crate::backend::StreamDecoder for Decoder {
+    fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
         let Some(data) = ev.data.as_deref() else {
             return;
         };
@@ -78,59 +131,8 @@ impl Decoder {
         }
     }
 
-    fn tool_delta(&mut self, tc: types::ToolCallDelta, pos: usize, out: &mut Vec<StreamEvent>) {
-        let index = tc.index.unwrap_or(pos);
-        if index > 1024 {
-            return; // not a real response; refuse to grow state
-        }
-        if self.tools.len() <= index {
-            self.tools
-                .resize_with(index.saturating_add(1), Default::default);
-        }
-        let (name, args) = match tc.function {
-            Some(f) => (
-                f.name.filter(|n| !n.is_empty()),
-                f.arguments.unwrap_or_default(),
-            ),
-            None => (None, String::new()),
-        };
-        let Some(slot) = self.tools.get_mut(index) else {
-            return;
-        };
-        if !slot.0 {
-            if let Some(name) = name {
-                slot.0 = true;
-                // Some providers send "" ids on later deltas; only a
-                // non-empty id on the first delta counts.
-                let id = tc
-                    .id
-                    .filter(|i| !i.is_empty())
-                    .unwrap_or_else(|| crate::canonical::synthesized_call_id(index, &name));
-                out.push(StreamEvent::ToolCallStart { index, id, name });
-                let pending = std::mem::take(&mut slot.1);
-                if !pending.is_empty() {
-                    out.push(StreamEvent::ToolCallArgs {
-                        index,
-                        fragment: pending,
-                    });
-                }
-            } else {
-                if slot.1.len().saturating_add(args.len()) <= MAX_PENDING_ARGS {
-                    slot.1.push_str(&args);
-                }
-                return;
-            }
-        }
-        if !args.is_empty() {
-            out.push(StreamEvent::ToolCallArgs {
-                index,
-                fragment: args,
-            });
-        }
-    }
-
     /// End of the upstream byte stream.
-    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         crate::canonical::end_stream(&mut self.done, self.finished, out);
     }
 }
@@ -250,8 +252,10 @@ impl Encoder {
             );
         }
     }
+}
 
-    pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+impl crate::api::StreamEncoder for Encoder {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
