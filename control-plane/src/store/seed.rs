@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use rusqlite::params;
-
-use super::{count_keys, count_models, insert_key, now_s, put_setting, KeyRow, Store};
+use super::{
+    count_keys, count_models, insert_key, now_s, put_guardrails, put_model, put_provider,
+    put_setting, KeyRow, Store,
+};
 
 /// Fills an empty store from a plugin configuration file (`serve --seed`):
 /// providers, models, keys (hashes as given), guardrails and settings. A
@@ -25,22 +26,11 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
     }
     let tx = c.transaction().map_err(|e| e.to_string())?;
     for p in &cfg.providers {
-        tx.execute(
-            "INSERT INTO providers (name, spec) VALUES (?1, ?2)",
-            params![p.name, serde_json::to_string(p).map_err(|e| e.to_string())?],
-        )
-        .map_err(|e| e.to_string())?;
+        put_provider(&tx, p)?;
     }
-    for (i, mo) in cfg.models.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO models (name, position, targets) VALUES (?1, ?2, ?3)",
-            params![
-                mo.name,
-                i as i64,
-                serde_json::to_string(&mo.targets).map_err(|e| e.to_string())?
-            ],
-        )
-        .map_err(|e| e.to_string())?;
+    // Added in order: the configuration's order of models is kept.
+    for mo in &cfg.models {
+        put_model(&tx, &mo.name, &mo.targets)?;
     }
     for k in &cfg.keys {
         insert_key(
@@ -81,11 +71,7 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     if let Some(g) = &cfg.guardrails {
-        tx.execute(
-            "INSERT INTO guardrail_policy (id, spec) VALUES (1, ?1)",
-            [serde_json::to_string(g).map_err(|e| e.to_string())?],
-        )
-        .map_err(|e| e.to_string())?;
+        put_guardrails(&tx, g)?;
     }
     put_setting(&tx, "capture", cfg.capture.as_ref())?;
     put_setting(&tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
