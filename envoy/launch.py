@@ -93,7 +93,7 @@ def demo_config(with_real: bool = True) -> dict:
 
 # Labels of the filter's metrics (filter/core/src/metrics.rs `LABELS`).
 METRIC_LABELS = ["provider", "model", "status_class", "token_type", "client_dialect", "rule",
-                 "action", "reason", "key"]
+                 "action", "reason", "key", "outcome"]
 
 
 def stats_tags() -> list[dict]:
@@ -197,6 +197,14 @@ def ecds_filter(api_type: str = "GRPC", token: str | None = None) -> dict:
     }
 
 
+def cds_config(token: str | None = None) -> dict:
+    """Clusters from the control plane (providers by URL, resilient models)."""
+    return {"cds_config": {
+        "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                              "grpc_services": [control_plane_grpc(token)]},
+        "resource_api_version": "V3"}}
+
+
 def grpc_access_log(token: str | None = None) -> dict:
     """Usage records to the control plane's AccessLogService."""
     return {
@@ -275,6 +283,10 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
         GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log(control_plane_token)) + "\n")
         if managed else "",
         REAL_PROVIDER_CLUSTERS=clusters,
+        # Managed: clusters of providers by URL and of resilient models
+        # come from the control plane (CDS).
+        DYNAMIC_RESOURCES=("dynamic_resources: " + json.dumps(cds_config(control_plane_token))
+                           + "\n") if managed else "",
         CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port))
                                + ("\n  - " + json.dumps(control_plane_http_cluster(
                                    control_plane_admin_port)) if control_plane_admin_port else ""))
@@ -460,6 +472,8 @@ class Envoy:
         self.proc = subprocess.Popen(
             [envoy, "-c", str(cfg), "--concurrency", str(concurrency),
              "--base-id", str(admin_port), "--log-level", log_level,
+             # File access logs (usage records) every 0.5 s, not every 10 s.
+             "--file-flush-interval-msec", "500",
              "--component-log-level", "wasm:info"],
             stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
         if wait_ready:

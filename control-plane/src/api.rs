@@ -131,6 +131,12 @@ pub struct Deleted {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub targets: Vec<sluice_config::Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<sluice_config::RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<sluice_config::Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<sluice_config::Cooldown>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +149,12 @@ pub struct ModelSet {
 pub struct ModelView {
     pub name: String,
     pub targets: Vec<sluice_config::Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<sluice_config::RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<sluice_config::Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<sluice_config::Cooldown>,
 }
 
 /// `GET /v1/models`.

@@ -85,6 +85,8 @@ pub struct App {
     pub ledger_write_failures: std::sync::atomic::AtomicU64,
     /// The ECDS resource of the current version, encoded once (xds.rs).
     pub resource_cache: Mutex<Option<(i64, envoy_types::pb::google::protobuf::Any)>>,
+    /// How pushed clusters reach this control plane's SDS (clusters.rs).
+    pub sds_source: crate::clusters::SdsSource,
 }
 
 impl App {
@@ -147,6 +149,10 @@ pub fn test_app(dir: &std::path::Path) -> (Arc<App>, mpsc::Receiver<(String, Usa
         wasm_bytes: None,
         ledger_write_failures: Default::default(),
         resource_cache: Default::default(),
+        sds_source: crate::clusters::SdsSource {
+            cluster: "sluice_control_plane".into(),
+            token: None,
+        },
     };
     (Arc::new(app), rx)
 }

@@ -19,9 +19,9 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
         }
     }
     let mut models = Vec::new();
-    for (name, mut targets) in store::list_models(c)? {
+    for mut model in store::list_models(c)? {
         // Each target carries its price for the filter's budget precheck.
-        for t in &mut targets {
+        for t in &mut model.targets {
             t.price = crate::pricing::lookup(&prices, &t.model).map(|p| TokenPrice {
                 input: p.input_per_token,
                 output: p.output_per_token,
@@ -29,7 +29,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
                 cache_write_input: p.cache_write_input_per_token,
             });
         }
-        models.push(Model { name, targets });
+        models.push(model);
     }
     let mut keys = Vec::new();
     for k in store::list_keys(c).map_err(|e| e.to_string())? {
@@ -169,7 +169,7 @@ mod tests {
         let t: sluice_config::Target =
             serde_json::from_value(serde_json::json!({"provider": "up", "model": "gpt-4o"}))
                 .unwrap();
-        store::put_model(&c, "gpt", &[t]).unwrap();
+        store::put_model(&c, &model("gpt", t)).unwrap();
         store::upsert_price(
             &c,
             &store::Price {
@@ -215,8 +215,18 @@ mod tests {
         let bad: sluice_config::Target =
             serde_json::from_value(serde_json::json!({"provider": "nobody", "model": "x"}))
                 .unwrap();
-        store::put_model(&c, "broken", &[bad]).unwrap();
+        store::put_model(&c, &model("broken", bad)).unwrap();
         assert!(publish(&c).is_err());
         assert_eq!(store::last_config_version(&c).map(|v| v.0), Some(v2));
+    }
+
+    fn model(name: &str, t: sluice_config::Target) -> Model {
+        Model {
+            name: name.into(),
+            targets: vec![t],
+            retry: None,
+            timeouts: None,
+            cooldown: None,
+        }
     }
 }

@@ -8,6 +8,7 @@ mod api;
 mod app;
 mod capture;
 mod cli;
+mod clusters;
 mod config_build;
 mod ingest;
 mod pricing;
@@ -22,7 +23,7 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     let res = match cli.cmd {
-        cli::Command::Serve(a) => serve::run(a, cli.token),
+        cli::Command::Serve(a) => serve::run(*a, cli.token),
         cmd => cli::run(&cli.admin_url, &cli.token, cmd),
     };
     if let Err(e) = res {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use tokio::sync::{mpsc, watch};
@@ -65,6 +66,10 @@ pub struct ServeArgs {
     /// `initial_metadata`). Required.
     #[arg(long, env = "SLUICE_GRPC_TOKEN", hide_env_values = true)]
     grpc_token: Option<String>,
+    /// The name of the cluster by which Envoy reaches this control plane
+    /// (its bootstrap's): pushed clusters get provider keys over SDS from it.
+    #[arg(long, default_value = "sluice_control_plane")]
+    xds_cluster: String,
     /// A plugin configuration (JSON) to seed an empty database with.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -204,6 +209,10 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
         wasm_bytes,
         ledger_write_failures: Default::default(),
         resource_cache: Default::default(),
+        sds_source: crate::clusters::SdsSource {
+            cluster: a.xds_cluster.clone(),
+            token: Some(grpc_token.to_string()),
+        },
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -252,6 +261,10 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
         let grpc = tonic::transport::Server::builder()
             .add_service(InterceptedService::new(
                 ExtensionConfigDiscoveryServiceServer::new(xds::Ecds { app: app.clone() }),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                ClusterDiscoveryServiceServer::new(xds::Cds { app: app.clone() }),
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, EnvironmentVariables, FailurePolicy, PluginConfig, VmConfig,
 };
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
@@ -29,9 +30,44 @@ use crate::app::{App, Snapshot, WasmCode, WasmSpec};
 pub const TYPED_EXTENSION_CONFIG: &str =
     "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 
+/// The variable names the VM may read: the served set (`--env-keys`) and
+/// every provider's `api_key_env` (a provider added at run time reads a
+/// variable Envoy already has). Sorted: the gateway filter and the attempt
+/// filters must get the same VM configuration to share one VM.
+pub fn env_keys(spec: &WasmSpec, cfg: &sluice_config::PluginConfig) -> Vec<String> {
+    let mut keys: Vec<String> = spec.env_keys.clone();
+    keys.extend(cfg.providers.iter().filter_map(|p| p.api_key_env.clone()));
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// The ECDS resource for a config snapshot.
 pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
-    let vm = VmConfig {
+    let cfg: sluice_config::PluginConfig =
+        serde_json::from_str(&snap.config_json).unwrap_or_else(|_| empty_config());
+    let vm = vm_config(spec, &env_keys(spec, &cfg));
+    build_resource(spec, snap, vm)
+}
+
+fn empty_config() -> sluice_config::PluginConfig {
+    sluice_config::PluginConfig {
+        version: String::new(),
+        keys: Vec::new(),
+        providers: Vec::new(),
+        models: Vec::new(),
+        limits: Default::default(),
+        guardrails: None,
+        metrics: None,
+        capture: None,
+        shadow: None,
+        hosts: Vec::new(),
+    }
+}
+
+/// The VM every Sluice filter of an Envoy shares (gateway and attempts).
+pub fn vm_config(spec: &WasmSpec, env_keys: &[String]) -> VmConfig {
+    VmConfig {
         vm_id: spec.vm_id.clone(),
         runtime: "envoy.wasm.runtime.v8".into(),
         code: Some(AsyncDataSource {
@@ -86,11 +122,14 @@ pub fn resource(spec: &WasmSpec, snap: &Snapshot) -> Any {
         // (`key_values`) would print in `/config_dump`. Keys the control
         // plane holds go over SDS instead (sds.rs).
         environment_variables: Some(EnvironmentVariables {
-            host_env_keys: spec.env_keys.clone(),
+            host_env_keys: env_keys.to_vec(),
             key_values: Default::default(),
         }),
         ..Default::default()
-    };
+    }
+}
+
+fn build_resource(spec: &WasmSpec, snap: &Snapshot, vm: VmConfig) -> Any {
     let plugin = PluginConfig {
         name: "sluice".into(),
         root_id: "sluice".into(),
@@ -277,6 +316,56 @@ impl ExtensionConfigDiscoveryService for Ecds {
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let snap = self.app.snapshot.borrow().clone();
         Ok(Response::new(sotw(&self.app, &snap, 0)))
+    }
+}
+
+/// CDS: the clusters of providers by URL and of resilient models
+/// (clusters.rs), state of the world; a push of a new config version
+/// carries them all (Envoy leaves unchanged clusters alone).
+pub struct Cds {
+    pub app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl ClusterDiscoveryService for Cds {
+    type StreamClustersStream = BoxStream<DiscoveryResponse>;
+    type DeltaClustersStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_clusters(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamClustersStream>, Status> {
+        let s = serve_stream(self.app.clone(), req.into_inner(), cds_sotw);
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn delta_clusters(
+        &self,
+        _req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaClustersStream>, Status> {
+        Err(Status::unimplemented(
+            "sluice serves CDS state of the world (api_type: GRPC)",
+        ))
+    }
+
+    async fn fetch_clusters(
+        &self,
+        _req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let snap = self.app.snapshot.borrow().clone();
+        Ok(Response::new(cds_sotw(&self.app, &snap, 0)))
+    }
+}
+
+fn cds_sotw(app: &App, snap: &Snapshot, nonce: u64) -> DiscoveryResponse {
+    let cfg: sluice_config::PluginConfig =
+        serde_json::from_str(&snap.config_json).unwrap_or_else(|_| empty_config());
+    DiscoveryResponse {
+        version_info: app.wasm.wire_version(snap.version),
+        resources: crate::clusters::resources(&cfg, &app.wasm, &app.sds_source),
+        type_url: crate::clusters::CLUSTER_TYPE.into(),
+        nonce: nonce.to_string(),
+        ..Default::default()
     }
 }
 

@@ -55,7 +55,13 @@ pub async fn list_models(State(s): S, h: HeaderMap) -> ApiResult<ModelList> {
     let models = store::list_models(&c)
         .map_err(internal)?
         .into_iter()
-        .map(|(name, targets)| ModelView { name, targets })
+        .map(|m| ModelView {
+            name: m.name,
+            targets: m.targets,
+            retry: m.retry,
+            timeouts: m.timeouts,
+            cooldown: m.cooldown,
+        })
         .collect();
     Ok(Json(ModelList { models }))
 }
@@ -67,9 +73,14 @@ pub async fn put_model(
     Json(m): Json<ModelSpec>,
 ) -> ApiResult<ModelSet> {
     auth(&s, &h, true)?;
-    let ((), version) = mutate(&s.app, |c| {
-        store::put_model(c, &name, &m.targets).map_err(internal)
-    })?;
+    let model = sluice_config::Model {
+        name: name.clone(),
+        targets: m.targets,
+        retry: m.retry,
+        timeouts: m.timeouts,
+        cooldown: m.cooldown,
+    };
+    let ((), version) = mutate(&s.app, |c| store::put_model(c, &model).map_err(internal))?;
     Ok(Json(ModelSet {
         model: name,
         config_version: version,

@@ -177,6 +177,9 @@ fn routes_are_published_and_an_invalid_change_writes_nothing() {
             "/v1/models/gpt",
             &ModelSpec {
                 targets: vec![target("up", "gpt-4o")],
+                retry: None,
+                timeouts: None,
+                cooldown: None,
             },
         )
         .unwrap();
@@ -193,6 +196,9 @@ fn routes_are_published_and_an_invalid_change_writes_nothing() {
             "/v1/models/broken",
             &ModelSpec {
                 targets: vec![target("missing", "x")],
+                retry: None,
+                timeouts: None,
+                cooldown: None,
             },
         )
         .unwrap_err();

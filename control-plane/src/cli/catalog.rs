@@ -10,11 +10,32 @@ use crate::api::{
 #[derive(Subcommand)]
 pub enum ModelsCmd {
     List,
-    /// Route a public model: --target provider:upstream_model[:weight] (repeatable).
+    /// Route a public model: --target provider:upstream_model[:weight]
+    /// (repeatable: a weighted split), --fallback the same (each one the
+    /// next priority), and its resilience policy (docs/routing.md).
     Set {
         name: String,
         #[arg(long = "target", required = true)]
         targets: Vec<String>,
+        /// A fallback target; repeat for a fallback of the fallback.
+        #[arg(long = "fallback")]
+        fallbacks: Vec<String>,
+        /// Attempts in all, the first included.
+        #[arg(long)]
+        retry_attempts: Option<u32>,
+        /// Failures retried: rate_limited, server_error, overloaded,
+        /// connect_failure, reset, timeout (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        retry_on: Vec<String>,
+        #[arg(long)]
+        first_byte_timeout_ms: Option<u64>,
+        #[arg(long)]
+        total_timeout_ms: Option<u64>,
+        /// Consecutive failures that take a target out for --cooldown-seconds.
+        #[arg(long)]
+        cooldown_failures: Option<u32>,
+        #[arg(long)]
+        cooldown_seconds: Option<u64>,
     },
     Delete {
         name: String,
@@ -24,6 +45,25 @@ pub enum ModelsCmd {
 #[derive(Subcommand)]
 pub enum ProvidersCmd {
     List,
+    /// Add or replace a provider by URL: the control plane pushes its Envoy
+    /// cluster (https: TLS with SNI and the system CA bundle).
+    Add {
+        #[arg(long)]
+        name: String,
+        /// openai (any OpenAI-compatible API), anthropic, gemini.
+        #[arg(long)]
+        kind: String,
+        /// e.g. https://api.openai.com/v1, http://10.0.0.5:8000/v1
+        #[arg(long)]
+        base_url: String,
+        /// Environment variable holding the provider's key (Envoy's, or the
+        /// control plane's when it serves it over SDS: --provider-secrets).
+        #[arg(long)]
+        credential_env: Option<String>,
+        /// How the key is sent: bearer (default), header:NAME, none.
+        #[arg(long, default_value = "bearer")]
+        auth: String,
+    },
     /// Add or replace a provider from a JSON spec (docs/configuration.md).
     Set {
         name: String,
@@ -43,8 +83,8 @@ pub enum PricesCmd {
     },
 }
 
-/// `provider:upstream_model[:weight]`.
-fn parse_target(t: &str) -> Result<sluice_config::Target, String> {
+/// `provider:upstream_model[:weight]`, at `priority`.
+fn parse_target(t: &str, priority: u32) -> Result<sluice_config::Target, String> {
     let parts: Vec<&str> = t.split(':').collect();
     let (provider, model, weight) = match parts.as_slice() {
         [p, m] => (*p, *m, 1u32),
@@ -56,7 +96,20 @@ fn parse_target(t: &str) -> Result<sluice_config::Target, String> {
         model: model.to_string(),
         weight,
         price: None,
+        priority,
     })
+}
+
+/// `bearer`, `header:NAME`, `none`.
+fn parse_auth(a: &str) -> Result<sluice_config::ProviderAuth, String> {
+    match a.split_once(':') {
+        None if a == "bearer" => Ok(sluice_config::ProviderAuth::Bearer),
+        None if a == "none" => Ok(sluice_config::ProviderAuth::None),
+        Some(("header", name)) if !name.is_empty() => Ok(sluice_config::ProviderAuth::Header {
+            name: name.to_string(),
+        }),
+        _ => Err(format!("--auth {a}: want bearer, header:NAME or none")),
+    }
 }
 
 pub fn run_models(c: &Client, cmd: ModelsCmd) -> Result<(), String> {
@@ -70,13 +123,61 @@ pub fn run_models(c: &Client, cmd: ModelsCmd) -> Result<(), String> {
             }
             print_table(&["MODEL", "TARGETS"], &rows);
         }
-        ModelsCmd::Set { name, targets } => {
-            let targets = targets
+        ModelsCmd::Set {
+            name,
+            targets,
+            fallbacks,
+            retry_attempts,
+            retry_on,
+            first_byte_timeout_ms,
+            total_timeout_ms,
+            cooldown_failures,
+            cooldown_seconds,
+        } => {
+            let mut all = targets
                 .iter()
-                .map(|t| parse_target(t))
+                .map(|t| parse_target(t, 0))
                 .collect::<Result<Vec<_>, _>>()?;
-            let r: ModelSet =
-                c.send("PUT", &format!("/v1/models/{name}"), &ModelSpec { targets })?;
+            for (i, t) in fallbacks.iter().enumerate() {
+                let priority = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(1);
+                all.push(parse_target(t, priority)?);
+            }
+            let retry = if retry_attempts.is_some() || !retry_on.is_empty() {
+                let mut r = sluice_config::RetryPolicy::default();
+                if let Some(n) = retry_attempts {
+                    r.attempts = n;
+                }
+                if !retry_on.is_empty() {
+                    r.on = retry_on
+                        .iter()
+                        .map(|o| {
+                            serde_json::from_value(serde_json::Value::String(o.trim().into()))
+                                .map_err(|_| format!("--retry-on {o}: unknown failure"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                Some(r)
+            } else {
+                None
+            };
+            let timeouts = (first_byte_timeout_ms.is_some() || total_timeout_ms.is_some())
+                .then_some(sluice_config::Timeouts {
+                    first_byte_ms: first_byte_timeout_ms,
+                    total_ms: total_timeout_ms,
+                });
+            let cooldown = (cooldown_failures.is_some() || cooldown_seconds.is_some()).then(|| {
+                sluice_config::Cooldown {
+                    consecutive_failures: cooldown_failures.unwrap_or(5),
+                    seconds: cooldown_seconds.unwrap_or(30),
+                }
+            });
+            let spec = ModelSpec {
+                targets: all,
+                retry,
+                timeouts,
+                cooldown,
+            };
+            let r: ModelSet = c.send("PUT", &format!("/v1/models/{name}"), &spec)?;
             println!("model {name} set (config version {})", r.config_version);
         }
         ModelsCmd::Delete { name } => {
@@ -92,6 +193,35 @@ pub fn run_providers(c: &Client, cmd: ProvidersCmd) -> Result<(), String> {
         ProvidersCmd::List => {
             let list: ProviderList = c.get("/v1/providers")?;
             print_json(&list)?;
+        }
+        ProvidersCmd::Add {
+            name,
+            kind,
+            base_url,
+            credential_env,
+            auth,
+        } => {
+            let auth = if credential_env.is_none() && auth == "bearer" {
+                sluice_config::ProviderAuth::None
+            } else {
+                parse_auth(&auth)?
+            };
+            let spec = sluice_config::Provider {
+                name: name.clone(),
+                kind: sluice_config::ProviderKind(kind),
+                base_url: Some(base_url),
+                cluster: String::new(),
+                host: String::new(),
+                base_path: None,
+                auth,
+                api_key_env: credential_env,
+                api_key_secret: None,
+            };
+            let r: ProviderSet = c.send("PUT", &format!("/v1/providers/{name}"), &spec)?;
+            println!(
+                "provider {name} added (config version {})",
+                r.config_version
+            );
         }
         ProvidersCmd::Set { name, spec_json } => {
             let mut spec: serde_json::Value =

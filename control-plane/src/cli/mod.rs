@@ -42,8 +42,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the control plane: xDS (ECDS) and access-log gRPC, admin HTTP API.
-    Serve(crate::serve::ServeArgs),
+    /// Run the control plane: xDS (ECDS, CDS, SDS) and access-log gRPC, admin HTTP API.
+    Serve(Box<crate::serve::ServeArgs>),
     #[command(subcommand)]
     Keys(KeysCmd),
     #[command(subcommand)]

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sluice_config::{Guardrails, Provider, Target};
+use sluice_config::{Guardrails, Model, Provider};
 
 fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -91,30 +91,66 @@ pub fn delete_provider(c: &Connection, name: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Every public model and its targets, in configuration order.
-pub fn list_models(c: &Connection) -> Result<Vec<(String, Vec<Target>)>, String> {
+/// A model's resilience policy as the `policy` column holds it.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<sluice_config::RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeouts: Option<sluice_config::Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooldown: Option<sluice_config::Cooldown>,
+}
+
+/// Every public model, its targets and policy, in configuration order.
+pub fn list_models(c: &Connection) -> Result<Vec<Model>, String> {
     let mut st = c
-        .prepare("SELECT name, targets FROM models ORDER BY position, name")
+        .prepare("SELECT name, targets, policy FROM models ORDER BY position, name")
         .map_err(text)?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
         .map_err(text)?;
     let mut out = Vec::new();
     for row in rows {
-        let (name, targets) = row.map_err(text)?;
-        out.push((name, serde_json::from_str(&targets).map_err(text)?));
+        let (name, targets, policy) = row.map_err(text)?;
+        let policy: Policy = match policy {
+            Some(p) => serde_json::from_str(&p).map_err(text)?,
+            None => Policy::default(),
+        };
+        out.push(Model {
+            name,
+            targets: serde_json::from_str(&targets).map_err(text)?,
+            retry: policy.retry,
+            timeouts: policy.timeouts,
+            cooldown: policy.cooldown,
+        });
     }
     Ok(out)
 }
 
-/// Adds (last in order) or replaces a model's targets.
-pub fn put_model(c: &Connection, name: &str, targets: &[Target]) -> Result<(), String> {
-    let targets = serde_json::to_string(targets).map_err(text)?;
+/// Adds (last in order) or replaces a model's targets and policy.
+pub fn put_model(c: &Connection, m: &Model) -> Result<(), String> {
+    let targets = serde_json::to_string(&m.targets).map_err(text)?;
+    let policy = Policy {
+        retry: m.retry.clone(),
+        timeouts: m.timeouts,
+        cooldown: m.cooldown,
+    };
+    let policy = (policy.retry.is_some() || policy.timeouts.is_some() || policy.cooldown.is_some())
+        .then(|| serde_json::to_string(&policy))
+        .transpose()
+        .map_err(text)?;
     c.execute(
-        "INSERT INTO models (name, position, targets)
-         VALUES (?1, (SELECT COALESCE(MAX(position), 0) + 1 FROM models), ?2)
-         ON CONFLICT(name) DO UPDATE SET targets = excluded.targets",
-        params![name, targets],
+        "INSERT INTO models (name, position, targets, policy)
+         VALUES (?1, (SELECT COALESCE(MAX(position), 0) + 1 FROM models), ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET targets = excluded.targets, policy = excluded.policy",
+        params![m.name, targets, policy],
     )
     .map_err(text)?;
     Ok(())
@@ -175,13 +211,23 @@ mod tests {
         put_provider(&c, &p).unwrap();
         put_provider(&c, &p).unwrap(); // replaces
         assert_eq!(list_providers(&c).unwrap(), vec![p]);
-        let t: Target =
+        let t: sluice_config::Target =
             serde_json::from_value(serde_json::json!({"provider": "up", "model": "m"})).unwrap();
-        put_model(&c, "b", std::slice::from_ref(&t)).unwrap();
-        put_model(&c, "a", std::slice::from_ref(&t)).unwrap();
-        // Configuration order is the order added, not the name.
-        let names: Vec<String> = list_models(&c).unwrap().into_iter().map(|m| m.0).collect();
+        put_model(&c, &model("b", &t)).unwrap();
+        let mut a = model("a", &t);
+        a.retry = Some(sluice_config::RetryPolicy::default());
+        a.cooldown = Some(sluice_config::Cooldown {
+            consecutive_failures: 2,
+            seconds: 5,
+        });
+        put_model(&c, &a).unwrap();
+        // Configuration order is the order added, not the name; the policy
+        // comes back as it was put.
+        let models = list_models(&c).unwrap();
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["b", "a"]);
+        assert_eq!(models[1], a);
+        assert!(models[0].retry.is_none() && models[0].timeouts.is_none());
         assert!(model_exists(&c, "a").unwrap() && !model_exists(&c, "z").unwrap());
         delete_model(&c, "a").unwrap();
         delete_provider(&c, "up").unwrap();
@@ -206,5 +252,15 @@ mod tests {
         .unwrap();
         put_guardrails(&c, &g).unwrap();
         assert_eq!(get_guardrails(&c).unwrap(), Some(g));
+    }
+
+    fn model(name: &str, t: &sluice_config::Target) -> Model {
+        Model {
+            name: name.into(),
+            targets: vec![t.clone()],
+            retry: None,
+            timeouts: None,
+            cooldown: None,
+        }
     }
 }

@@ -26,9 +26,9 @@ pub fn insert_usage(
         "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
            upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
            cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms,
-           request_id, cache_creation_tokens)
+           request_id, cache_creation_tokens, attempts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-           ?18, ?19, ?20)",
+           ?18, ?19, ?20, ?21)",
         params![
             id,
             ts,
@@ -49,7 +49,11 @@ pub fn insert_usage(
             int(u.latency_ms),
             u.ttft_ms.map(int),
             u.request_id,
-            int(t.cache_creation_tokens)
+            int(t.cache_creation_tokens),
+            // A resilient model's request: its attempts, in order.
+            (!u.attempts.is_empty())
+                .then(|| serde_json::to_string(&u.attempts).ok())
+                .flatten()
         ],
     )?;
     Ok(n > 0)

@@ -122,6 +122,12 @@ ALTER TABLE prices ADD COLUMN cache_write_input_per_token REAL;
 ALTER TABLE keys ADD COLUMN concurrent_streams INTEGER;
 ALTER TABLE usage ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A model's resilience policy (retry, timeouts, cooldown) as JSON, and
+    // a request's attempts (resilient models) in the ledger.
+    r#"
+ALTER TABLE models ADD COLUMN policy TEXT;
+ALTER TABLE usage ADD COLUMN attempts TEXT;
+"#,
 ];
 
 /// A JSON setting (`capture`, `shadow`), if set.

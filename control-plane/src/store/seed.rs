@@ -30,7 +30,7 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
     }
     // Added in order: the configuration's order of models is kept.
     for mo in &cfg.models {
-        put_model(&tx, &mo.name, &mo.targets)?;
+        put_model(&tx, mo)?;
     }
     for k in &cfg.keys {
         insert_key(

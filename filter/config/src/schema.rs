@@ -312,9 +312,20 @@ pub struct Provider {
     /// Unique name, referenced by model targets and reported in usage.
     pub name: String,
     pub kind: ProviderKind,
-    /// The Envoy cluster requests to this provider go to.
+    /// Where the provider's API is: `https://api.openai.com/v1`,
+    /// `http://10.0.0.5:8000/v1`. The control plane then pushes the Envoy
+    /// cluster itself (TLS with SNI and the system CA bundle for https), and
+    /// `cluster`, `host` and `base_path` follow from it (leave them unset).
+    /// Needed by every provider of a model with a resilience policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The Envoy cluster requests to this provider go to (a cluster of the
+    /// bootstrap; with `base_url`: `sluice_provider_<name>`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
-    /// The `:authority` sent upstream (e.g. `api.openai.com`).
+    /// The `:authority` sent upstream (e.g. `api.openai.com`; with
+    /// `base_url`: its host).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// Path prefix the API lives under. Default per kind: `/v1` (openai,
     /// anthropic), `/v1beta` (gemini). Vertex AI is the gemini kind with
@@ -359,8 +370,152 @@ pub enum ProviderAuth {
 pub struct Model {
     /// The name clients send in `model`.
     pub name: String,
-    /// One or more targets, chosen by weight.
+    /// One or more targets: within a priority chosen by weight, the next
+    /// priority is the fallback (docs/routing.md).
     pub targets: Vec<Target>,
+    /// Retries of a failed attempt, on the same target or the next priority.
+    /// Setting any of `retry`, `timeouts`, `cooldown` — or targets at more
+    /// than one priority — gives the model a resilience policy: Envoy routes
+    /// among its targets and the filter translates each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// A target that failed this many times in a row is skipped for a while
+    /// (Envoy's outlier detection: per Envoy, shared by its workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Cooldown>,
+}
+
+impl Model {
+    /// Whether Envoy routes this model among its targets (a cluster of its
+    /// own, an attempt filter translating each attempt) rather than the
+    /// filter picking one target.
+    pub fn resilient(&self) -> bool {
+        self.retry.is_some()
+            || self.timeouts.is_some()
+            || self.cooldown.is_some()
+            || self.targets.iter().any(|t| t.priority != 0)
+    }
+
+    /// The Envoy cluster of a resilient model: `sluice_model_` and the
+    /// name with anything but `[A-Za-z0-9_.-]` as `_`, plus a short hash of
+    /// the exact name when that changed it (so two names never share one).
+    pub fn cluster_name(&self) -> String {
+        cluster_name("sluice_model_", &self.name)
+    }
+}
+
+fn cluster_name(prefix: &str, name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == name {
+        return format!("{prefix}{clean}");
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{clean}_{short}")
+}
+
+/// When and how often a failed attempt is tried again. Envoy's router does
+/// it (docs/routing.md): a retry goes to the next priority once the current
+/// one failed (`previous_priorities`), backs off with jitter between
+/// attempts (base 25 ms, at most 250 ms), and waits out a provider's
+/// `retry-after` up to the route's cap (10 s in the bundled bootstrap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1: no retry; at most 10).
+    #[serde(default = "d_attempts")]
+    pub attempts: u32,
+    /// Which failures are retried.
+    #[serde(default = "d_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: d_attempts(),
+            on: d_retry_on(),
+        }
+    }
+}
+
+fn d_attempts() -> u32 {
+    3
+}
+fn d_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::RateLimited,
+        RetryOn::ServerError,
+        RetryOn::ConnectFailure,
+        RetryOn::Reset,
+    ]
+}
+
+/// A kind of failed attempt. Only failures before the first byte of the
+/// answer reached the client can be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// 429.
+    RateLimited,
+    /// Any 5xx (500, 502, 503, 504, 529, …).
+    ServerError,
+    /// Only the "busy" statuses: 503 and 529 (Anthropic's overloaded).
+    Overloaded,
+    /// The connection could not be made.
+    ConnectFailure,
+    /// The connection broke before the answer's headers.
+    Reset,
+    /// No answer within `timeouts.first_byte_ms`.
+    Timeout,
+}
+
+/// Time limits of a request, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Per attempt, until the provider's answer starts (its headers): an
+    /// attempt past it is abandoned (and retried on `timeout`). Once the
+    /// answer has started streaming it no longer applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<u64>,
+    /// The whole request, every attempt and back-off included, until the
+    /// last byte of the answer (streams too). Default: the route's (600 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+}
+
+/// Outlier detection per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cooldown {
+    /// Consecutive failures (5xx, connect failures, resets, timeouts) that
+    /// open the circuit.
+    #[serde(default = "d_failures")]
+    pub consecutive_failures: u32,
+    /// How long the target is skipped (doubles each time it opens again,
+    /// up to 10 ×, as Envoy's outlier detection does).
+    #[serde(default = "d_cooldown_s")]
+    pub seconds: u64,
+}
+
+fn d_failures() -> u32 {
+    5
+}
+fn d_cooldown_s() -> u64 {
+    30
 }
 
 /// One place a model can be served from.
@@ -371,9 +526,13 @@ pub struct Target {
     pub provider: String,
     /// Model name the provider knows.
     pub model: String,
-    /// Relative weight (> 0).
+    /// Relative weight (> 0) among the targets of the same priority.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// 0 (default) is tried first; a retry moves to the next priority once
+    /// the current one failed (docs/routing.md).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
     /// Price of this target, for budget prechecks (the control plane fills it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<TokenPrice>,
@@ -426,6 +585,124 @@ impl TokenPrice {
 
 fn default_weight() -> u32 {
     1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A provider's `base_url`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix, `/v1` (no trailing slash; empty for the root).
+    pub path: String,
+}
+
+impl BaseUrl {
+    /// `http(s)://host[:port][/path]`; no user info, query or fragment.
+    pub fn parse(url: &str) -> Result<BaseUrl, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err("must start with http:// or https://".into());
+        };
+        if rest.contains(['?', '#', '@', ' ']) {
+            return Err("must hold no user, query or fragment".into());
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err("bad port".into()),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or("bad port")?,
+            None if tls => 443,
+            None => 80,
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'));
+        if !host_ok {
+            return Err("bad host".into());
+        }
+        Ok(BaseUrl {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+            path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The `:authority` to send: the host, with the port unless it is the
+    /// scheme's default.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            _ => format!("{host}:{}", self.port),
+        }
+    }
+}
+
+impl Provider {
+    /// The Envoy cluster: `cluster`, or for a provider by URL
+    /// `sluice_provider_<name>` (pushed by the control plane).
+    pub fn cluster_name(&self) -> String {
+        if self.base_url.is_some() && self.cluster.is_empty() {
+            cluster_name("sluice_provider_", &self.name)
+        } else {
+            self.cluster.clone()
+        }
+    }
+
+    /// The parsed `base_url` (None when unset or invalid: validation says).
+    pub fn url(&self) -> Option<BaseUrl> {
+        self.base_url
+            .as_deref()
+            .and_then(|u| BaseUrl::parse(u).ok())
+    }
+
+    /// The `:authority` sent upstream.
+    pub fn authority(&self) -> String {
+        match self.url() {
+            Some(u) if self.host.is_empty() => u.authority(),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The path prefix: `base_path`, or the `base_url`'s path.
+    pub fn path_prefix(&self) -> Option<String> {
+        match (&self.base_path, self.url()) {
+            (Some(p), _) => Some(p.clone()),
+            // A URL without a path: the kind's default prefix.
+            (None, Some(u)) if !u.path.is_empty() => Some(u.path),
+            _ => None,
+        }
+    }
 }
 
 /// Size bounds. Every buffer the filter keeps is bounded by one of these.

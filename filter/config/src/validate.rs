@@ -55,11 +55,30 @@ impl PluginConfig {
                     format!("duplicate provider '{}'", p.name),
                 ));
             }
-            if p.cluster.is_empty() {
-                errs.push(ConfigError::new(
+            match &p.base_url {
+                Some(url) => {
+                    match crate::BaseUrl::parse(url) {
+                        Err(e) => errs.push(ConfigError::new(format!("{at}.base_url"), e)),
+                        Ok(u) if !u.path.is_empty() && p.base_path.is_some() => {
+                            errs.push(ConfigError::new(
+                                format!("{at}.base_path"),
+                                "the path is the base_url's: set one, not both",
+                            ))
+                        }
+                        Ok(_) => {}
+                    }
+                    if !p.cluster.is_empty() {
+                        errs.push(ConfigError::new(
+                            format!("{at}.cluster"),
+                            "follows from base_url (the control plane pushes the cluster): leave it unset",
+                        ));
+                    }
+                }
+                None if p.cluster.is_empty() => errs.push(ConfigError::new(
                     format!("{at}.cluster"),
-                    "must not be empty",
-                ));
+                    "must not be empty (or give the provider a base_url)",
+                )),
+                None => {}
             }
             if !valid_header_value(&p.cluster) {
                 errs.push(ConfigError::new(
@@ -67,7 +86,7 @@ impl PluginConfig {
                     "invalid characters",
                 ));
             }
-            if p.host.is_empty() || !valid_header_value(&p.host) {
+            if (p.host.is_empty() && p.base_url.is_none()) || !valid_header_value(&p.host) {
                 errs.push(ConfigError::new(
                     format!("{at}.host"),
                     "must be a non-empty authority",
@@ -182,7 +201,24 @@ impl PluginConfig {
                 if t.weight == 0 {
                     errs.push(ConfigError::new(format!("{tat}.weight"), "must be > 0"));
                 }
+                let by_url = self
+                    .providers
+                    .iter()
+                    .find(|p| p.name == t.provider)
+                    .is_none_or(|p| p.base_url.is_some());
+                if m.resilient() && !by_url {
+                    errs.push(ConfigError::new(
+                        format!("{tat}.provider"),
+                        format!(
+                            "'{}' has no base_url: a model with a resilience policy (retry, \
+                             timeouts, cooldown or fallback priorities) is routed by Envoy among \
+                             endpoints the control plane pushes, so each of its providers needs one",
+                            t.provider
+                        ),
+                    ));
+                }
             }
+            validate_resilience(m, &at, &mut errs);
         }
 
         let mut key_ids = HashSet::new();
@@ -284,6 +320,57 @@ impl PluginConfig {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+}
+
+/// Bounds of a model's retry policy, timeouts and cooldown.
+fn validate_resilience(m: &crate::Model, at: &str, errs: &mut Vec<ConfigError>) {
+    if let Some(r) = &m.retry {
+        if !(1..=10).contains(&r.attempts) {
+            errs.push(ConfigError::new(
+                format!("{at}.retry.attempts"),
+                "must be 1 to 10 (the first attempt included)",
+            ));
+        }
+        if r.attempts > 1 && r.on.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{at}.retry.on"),
+                "must name at least one failure to retry",
+            ));
+        }
+    }
+    if let Some(t) = &m.timeouts {
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        for (name, v) in [("first_byte_ms", t.first_byte_ms), ("total_ms", t.total_ms)] {
+            if v.is_some_and(|v| v == 0 || v > DAY_MS) {
+                errs.push(ConfigError::new(
+                    format!("{at}.timeouts.{name}"),
+                    "must be 1 ms to 24 h",
+                ));
+            }
+        }
+        if let (Some(f), Some(total)) = (t.first_byte_ms, t.total_ms) {
+            if f > total {
+                errs.push(ConfigError::new(
+                    format!("{at}.timeouts.first_byte_ms"),
+                    "must not exceed total_ms",
+                ));
+            }
+        }
+    }
+    if let Some(c) = &m.cooldown {
+        if !(1..=1000).contains(&c.consecutive_failures) {
+            errs.push(ConfigError::new(
+                format!("{at}.cooldown.consecutive_failures"),
+                "must be 1 to 1000",
+            ));
+        }
+        if !(1..=3600).contains(&c.seconds) {
+            errs.push(ConfigError::new(
+                format!("{at}.cooldown.seconds"),
+                "must be 1 to 3600",
+            ));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! models by name, provider credentials resolved once at configure time.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use sluice_config::{ConfigError, KeyStatus, Limits, PluginConfig, ProviderAuth};
 
@@ -37,6 +38,10 @@ pub struct ProviderEntry {
     pub host: String,
     pub base_path: String,
     pub credential: Credential,
+    /// The header its key goes in (set by the filter or injected by
+    /// Envoy); None without a credential. An attempt at another provider
+    /// of a resilient model removes it (docs/routing.md).
+    pub credential_header: Option<String>,
 }
 
 /// The credential header to send, resolved from the VM environment.
@@ -58,6 +63,7 @@ pub struct TargetEntry {
     pub provider: usize,
     pub upstream_model: String,
     pub price: Option<sluice_config::TokenPrice>,
+    pub priority: u32,
 }
 
 /// What `pick` answers for a model without targets (which validation
@@ -67,13 +73,25 @@ static NO_TARGET: TargetEntry = TargetEntry {
     provider: usize::MAX,
     upstream_model: String::new(),
     price: None,
+    priority: 0,
 };
+
+/// A model Envoy routes among its targets (docs/routing.md).
+#[derive(Debug)]
+pub struct Resilience {
+    /// The model's cluster (endpoints: its targets).
+    pub cluster: String,
+    /// The router headers of its retry policy and timeouts.
+    pub headers: Vec<(&'static str, String)>,
+}
 
 #[derive(Debug)]
 pub struct ModelEntry {
     pub name: String,
     pub targets: Vec<TargetEntry>,
     picker: WeightedPicker,
+    /// Set when the model has a resilience policy.
+    pub resilience: Option<Resilience>,
 }
 
 impl ModelEntry {
@@ -86,6 +104,24 @@ impl ModelEntry {
             // Validation refuses a model without targets; unreachable.
             None => &NO_TARGET,
         }
+    }
+
+    /// The price a budget reserves with: the picked target's, or for a
+    /// resilient model (any target may answer) the dearest one's — None if
+    /// any target has no price.
+    pub fn budget_price(&self, picked: &TargetEntry) -> Option<sluice_config::TokenPrice> {
+        if self.resilience.is_none() {
+            return picked.price;
+        }
+        let mut dearest: Option<sluice_config::TokenPrice> = None;
+        for t in &self.targets {
+            let p = t.price?;
+            let cost = p.cost(1000, 1000, 0);
+            if dearest.is_none_or(|d| d.cost(1000, 1000, 0) < cost) {
+                dearest = Some(p);
+            }
+        }
+        dearest
     }
 }
 
@@ -108,7 +144,7 @@ pub struct Gateway {
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
     model_order: Vec<String>,
-    providers: Vec<ProviderEntry>,
+    providers: Vec<Rc<ProviderEntry>>,
 }
 
 impl Gateway {
@@ -184,24 +220,37 @@ impl Gateway {
                 },
             };
             provider_index.insert(p.name.clone(), providers.len());
-            providers.push(ProviderEntry {
+            let cluster = p.cluster_name();
+            let host = p.authority();
+            let base_path = p
+                .path_prefix()
+                .as_deref()
+                .unwrap_or(backend.default_base_path())
+                .trim_end_matches('/')
+                .to_string();
+            let credential_header = match &p.auth {
+                ProviderAuth::Bearer => Some("authorization".to_string()),
+                ProviderAuth::Header { name } => Some(name.to_ascii_lowercase()),
+                ProviderAuth::None => None,
+            };
+            providers.push(Rc::new(ProviderEntry {
                 name: p.name,
                 backend,
-                cluster: p.cluster,
-                host: p.host,
-                base_path: p
-                    .base_path
-                    .as_deref()
-                    .unwrap_or(backend.default_base_path())
-                    .trim_end_matches('/')
-                    .to_string(),
+                cluster,
+                host,
+                base_path,
                 credential,
-            });
+                credential_header,
+            }));
         }
         let mut models = HashMap::new();
         let mut model_order = Vec::new();
         for m in cfg.models {
             let picker = WeightedPicker::new(m.targets.iter().map(|t| t.weight));
+            let resilience = m.resilient().then(|| Resilience {
+                cluster: m.cluster_name(),
+                headers: crate::retry_policy::headers(&m),
+            });
             let targets = m
                 .targets
                 .into_iter()
@@ -210,6 +259,7 @@ impl Gateway {
                         provider: *provider_index.get(&t.provider)?,
                         upstream_model: t.model,
                         price: t.price,
+                        priority: t.priority,
                     })
                 })
                 .collect();
@@ -220,6 +270,7 @@ impl Gateway {
                     name: m.name,
                     targets,
                     picker,
+                    resilience,
                 },
             );
         }
@@ -345,7 +396,12 @@ impl Gateway {
     }
 
     pub fn provider(&self, index: usize) -> Option<&ProviderEntry> {
-        self.providers.get(index)
+        self.providers.get(index).map(|p| &**p)
+    }
+
+    /// A provider, shared (a resilient request's plan holds its targets').
+    pub fn provider_rc(&self, index: usize) -> Option<Rc<ProviderEntry>> {
+        self.providers.get(index).cloned()
     }
 }
 

@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod openai;
 pub mod registry;
 pub mod request_probe;
+pub mod resilience;
+pub mod retry_policy;
 pub mod routing;
 pub mod tokens;
 pub mod translate;

@@ -139,6 +139,19 @@ fn each(
             1,
         );
     }
+    // A resilient model's attempts, each at its provider: how often each
+    // provider is tried and how it fails (the circuit's input).
+    for a in &r.attempts {
+        f(
+            "sluice_provider_attempts_total",
+            &[
+                ("provider", a.provider.as_str()),
+                ("outcome", a.outcome.as_ref()),
+            ],
+            Kind::Counter,
+            1,
+        );
+    }
     if r.provider.is_none() {
         return; // refused before routing: no provider-side figures
     }
@@ -336,6 +349,38 @@ mod tests {
             ]
         );
         assert_eq!(u[3].value, 10);
+    }
+
+    #[test]
+    fn each_attempt_counts_at_its_provider_by_outcome() {
+        let attempt = |p: &str, status: u16| sluice_records::Attempt {
+            provider: p.into(),
+            upstream_model: "m".into(),
+            status,
+            latency_ms: 1,
+            outcome: sluice_records::Attempt::outcome_of(status).into(),
+        };
+        let r = UsageRecord {
+            provider: Some("b".into()),
+            model: Some("m".into()),
+            client_dialect: "openai".into(),
+            status: 200,
+            attempts: vec![attempt("a", 0), attempt("a", 529), attempt("b", 200)],
+            ..Default::default()
+        };
+        let names: Vec<String> = updates(&r, false)
+            .into_iter()
+            .map(|u| u.name)
+            .filter(|n| n.starts_with("sluice_provider_attempts_total"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sluice_provider_attempts_total;provider=a;outcome=no_response",
+                "sluice_provider_attempts_total;provider=a;outcome=server_error",
+                "sluice_provider_attempts_total;provider=b;outcome=ok",
+            ]
+        );
     }
 
     #[test]

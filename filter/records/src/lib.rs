@@ -13,4 +13,4 @@ pub mod names;
 pub mod usage;
 
 pub use capture::{CaptureRecord, CaptureUpstream, CAPTURE_VERSION};
-pub use usage::{TokenUsage, UsageRecord, RECORD_VERSION};
+pub use usage::{Attempt, TokenUsage, UsageRecord, RECORD_VERSION};

@@ -20,6 +20,35 @@ pub struct TokenUsage {
     pub reasoning_tokens: u64,
 }
 
+/// One attempt of a request at a provider (models with a resilience policy:
+/// Envoy retries, the next priority is the fallback). Serialize: the
+/// ledger keeps a request's attempts as this JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Attempt {
+    pub provider: String,
+    pub upstream_model: String,
+    /// The provider's status; 0 when it never answered (connection refused,
+    /// reset, first-byte timeout).
+    pub status: u16,
+    pub latency_ms: u64,
+    /// `ok`, `rate_limited`, `server_error`, `client_error`, `no_response`.
+    pub outcome: Cow<'static, str>,
+}
+
+impl Attempt {
+    /// The outcome of a provider status (0: no answer).
+    pub fn outcome_of(status: u16) -> &'static str {
+        match status {
+            0 => "no_response",
+            200..=399 => "ok",
+            429 => "rate_limited",
+            500..=599 => "server_error",
+            _ => "client_error",
+        }
+    }
+}
+
 /// Record format version; bump on incompatible changes.
 pub const RECORD_VERSION: u8 = 1;
 
@@ -69,6 +98,10 @@ pub struct UsageRecord {
     /// pair with the other side's by `request_id`.
     pub role: Option<Cow<'static, str>>,
     pub digest: Option<String>,
+    /// Models with a resilience policy: every attempt, in order; the last
+    /// one with a status answered (`provider` names it). Empty otherwise
+    /// (one attempt, at `provider`).
+    pub attempts: Vec<Attempt>,
 }
 
 impl UsageRecord {
@@ -117,6 +150,9 @@ impl UsageRecord {
         }
         if let Some(digest) = &self.digest {
             w.str("digest", digest);
+        }
+        if !self.attempts.is_empty() {
+            w.attempts(&self.attempts);
         }
         w.finish()
     }
@@ -179,6 +215,24 @@ impl JsonObject {
         self.0.extend_from_slice(b"null");
     }
 
+    fn attempts(&mut self, attempts: &[Attempt]) {
+        self.key("attempts");
+        self.0.push(b'[');
+        for (i, a) in attempts.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            let mut o = JsonObject::new(128);
+            o.str("provider", &a.provider);
+            o.str("upstream_model", &a.upstream_model);
+            o.num("status", u64::from(a.status));
+            o.num("latency_ms", a.latency_ms);
+            o.str("outcome", &a.outcome);
+            self.0.extend_from_slice(&o.finish());
+        }
+        self.0.push(b']');
+    }
+
     fn finish(mut self) -> Vec<u8> {
         self.0.push(b'}');
         self.0
@@ -218,6 +272,7 @@ mod tests {
             seq: u64::MAX,
             role: None,
             digest: None,
+            attempts: Vec::new(),
         };
         let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -272,6 +327,25 @@ mod tests {
             (v["role"].as_str(), v["digest"].as_str()),
             (Some("shadow"), Some("d"))
         );
+        r.attempts = vec![
+            Attempt {
+                provider: "p\"0".into(),
+                upstream_model: "m0".into(),
+                status: 500,
+                latency_ms: 3,
+                outcome: Attempt::outcome_of(500).into(),
+            },
+            Attempt {
+                provider: "p1".into(),
+                upstream_model: "m1".into(),
+                status: 0,
+                latency_ms: 9,
+                outcome: Attempt::outcome_of(0).into(),
+            },
+        ];
+        let back = UsageRecord::from_json(&r.to_json()).unwrap();
+        assert_eq!(back.attempts, r.attempts);
+        assert_eq!(back.attempts[1].outcome, "no_response");
     }
 
     /// What the filter writes is what the control plane reads, field for
@@ -305,6 +379,7 @@ mod tests {
             seq: 9,
             role: Some("primary".into()),
             digest: Some("abc".into()),
+            attempts: Vec::new(),
         };
         assert_eq!(UsageRecord::from_json(&r.to_json()).unwrap(), r);
         assert_eq!(r.sequence(), Some(("n/1", 9)));

@@ -20,7 +20,7 @@ use sluice_core::header_map;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root { gateway: None, context_id })
+        Box::new(Root { gateway: None, context_id, attempts: false })
     });
 }}
 
@@ -72,6 +72,9 @@ impl SharedStore for HostShared {
     }
 }
 
+use sluice_core::flow::attempt::{Attempt, AttemptHead, AttemptStep};
+use sluice_core::resilience::{ATTEMPT_ROOT_ID, METADATA_NAMESPACE, PLAN_HEADER};
+
 /// Filter state name of the usage record (`wasm.sluice_usage` in access logs).
 const USAGE_PROPERTY: &str = sluice_core::records::names::USAGE;
 /// Filter state name of a capture record (`wasm.sluice_capture`), set only
@@ -81,6 +84,9 @@ const CAPTURE_PROPERTY: &str = sluice_core::records::names::CAPTURE;
 struct Root {
     gateway: Option<Rc<Gateway>>,
     context_id: u32,
+    /// The attempt filter (root id `sluice_attempt`: an upstream filter of
+    /// a resilient model's cluster) rather than the gateway filter.
+    attempts: bool,
 }
 
 // Metric ids: `define_metric` once per name and VM; per request, the ids
@@ -155,6 +161,14 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        let root_id = self
+            .get_property(vec!["plugin_root_id"])
+            .unwrap_or_default();
+        if root_id == ATTEMPT_ROOT_ID.as_bytes() {
+            // Everything an attempt needs comes with its request's plan.
+            self.attempts = true;
+            return true;
+        }
         let Some(bytes) = self.get_plugin_configuration() else {
             log::error!("sluice: no plugin configuration");
             return false;
@@ -189,6 +203,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.attempts {
+            return Some(Box::new(AttemptHttp {
+                attempt: None,
+                present: Vec::new(),
+            }));
+        }
         Some(Box::new(Http {
             gateway: self.gateway.clone(),
             flow: Flow::new(now_ms(self)),
@@ -367,6 +387,117 @@ impl HttpContext for Http {
         self.set_property(vec![USAGE_PROPERTY], Some(&record));
         if let Some(capture) = self.flow.take_capture() {
             self.set_property(vec![CAPTURE_PROPERTY], Some(&capture));
+        }
+    }
+}
+
+/// One attempt of a resilient model's request (the attempt filter).
+struct AttemptHttp {
+    attempt: Option<Attempt>,
+    /// Request headers as they arrived (edits only what changes).
+    present: Vec<u8>,
+}
+
+impl AttemptHttp {
+    /// The selected endpoint's `sluice` metadata field.
+    fn endpoint_field(&self, field: &str) -> Option<String> {
+        let path = vec![
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            METADATA_NAMESPACE,
+            field,
+        ];
+        self.get_property(path)
+            .and_then(|b| String::from_utf8(b).ok())
+    }
+}
+
+impl Context for AttemptHttp {}
+
+impl HttpContext for AttemptHttp {
+    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let raw = header_map_bytes(MapType::HttpRequestHeaders);
+        let provider = self.endpoint_field("provider");
+        let model = self.endpoint_field("model");
+        let started = {
+            let headers = header_map::parse(&raw);
+            let head = AttemptHead {
+                plan: header_map::get(&headers, PLAN_HEADER),
+                provider: provider.as_deref(),
+                model: model.as_deref(),
+            };
+            Attempt::start(&head, now_ms(self))
+        };
+        match started {
+            Ok(a) => {
+                self.attempt = Some(a);
+                self.present = raw;
+                // Headers held until the body is encoded for this provider.
+                Action::Pause
+            }
+            Err(r) => {
+                let mut headers = vec![("content-type", r.content_type)];
+                headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
+                self.send_http_response(u32::from(r.status), headers, Some(&r.body));
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(attempt) = self.attempt.as_ref() else {
+            return Action::Continue;
+        };
+        match attempt.on_request_body(end_of_stream) {
+            AttemptStep::ReadBody | AttemptStep::Wait => Action::Pause,
+            AttemptStep::Reply(r) => {
+                let mut headers = vec![("content-type", r.content_type)];
+                headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
+                self.send_http_response(u32::from(r.status), headers, Some(&r.body));
+                Action::Pause
+            }
+            AttemptStep::Forward(f) => {
+                let raw = std::mem::take(&mut self.present);
+                let present = header_map::parse(&raw);
+                for (name, value) in f.header_edits(&present) {
+                    self.set_http_request_header(name, value);
+                }
+                self.set_http_request_body(0, body_size, &f.body);
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let now = now_ms(self);
+        if let Some(a) = self.attempt.as_mut() {
+            a.on_response_headers(status, now);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let now = now_ms(self);
+        if let Some(a) = self.attempt.as_mut() {
+            a.on_done(now);
+        }
+    }
+}
+
+impl Drop for AttemptHttp {
+    fn drop(&mut self) {
+        // An attempt cut off without `on_log` (reset, timeout) still gets
+        // its latency.
+        if self.attempt.is_some() {
+            let now = now_ms(self);
+            if let Some(a) = self.attempt.as_mut() {
+                a.on_done(now);
+            }
         }
     }
 }

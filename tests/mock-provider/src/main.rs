@@ -302,8 +302,13 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
     let h = &parts.headers;
     if let Some(ms) = header(h, "x-mock-first-byte-delay-ms").and_then(|s| s.parse::<u64>().ok()) {
-        // Nothing at all until then: a first-byte timeout's upstream.
-        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        // Nothing at all until then: a first-byte timeout's upstream (only
+        // for the formats in `x-mock-first-byte-delay-for`, if given).
+        let for_format = header(h, "x-mock-first-byte-delay-for")
+            .is_none_or(|list| list.split(',').any(|f| f.trim() == format.name()));
+        if for_format {
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        }
     }
     if let Some(status) = header(h, "x-mock-error").and_then(|s| s.parse::<u16>().ok()) {
         if injected_error_applies(&state, h, format) {
@@ -413,7 +418,39 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
             Format::Gemini => gemini::frame(&gemini::error(500, msg).to_string()),
         });
     }
+    if let Some(n) = header(h, "x-mock-stream-abort-after").and_then(|s| s.parse::<usize>().ok()) {
+        return sse_abort_response(frames, n, delay);
+    }
     sse_response(frames, delay)
+}
+
+/// The first `n` frames, then the connection breaks (no terminal event):
+/// a provider dying mid-stream.
+fn sse_abort_response(frames: Vec<String>, n: usize, delay_ms: u64) -> Response {
+    let stream = futures_util::stream::unfold(
+        (frames.into_iter().take(n), true, false),
+        move |(mut it, first, failed)| async move {
+            if failed {
+                return None;
+            }
+            if delay_ms > 0 && !first {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            match it.next() {
+                Some(f) => Some((Ok(Bytes::from(f)), (it, false, false))),
+                None => Some((
+                    Err(std::io::Error::other("mock: connection lost mid-stream")),
+                    (it, false, true),
+                )),
+            }
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 pub fn sse_response(frames: Vec<String>, delay_ms: u64) -> Response {

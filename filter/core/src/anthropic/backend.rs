@@ -87,6 +87,12 @@ impl UsageMeter for Meter {
             return FrameUsage::default();
         }
         let name = frame.event.unwrap_or_default();
+        if name == b"error" {
+            return FrameUsage {
+                error: true,
+                ..FrameUsage::default()
+            };
+        }
         if name != b"message_start" && name != b"message_delta" {
             return FrameUsage::default();
         }
@@ -98,6 +104,7 @@ impl UsageMeter for Meter {
                 _ => None,
             }),
             usage_only: false,
+            error: false,
         }
     }
 }

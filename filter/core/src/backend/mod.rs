@@ -69,6 +69,20 @@ pub struct FrameUsage {
     /// The frame carries only usage that the client did not ask for and may
     /// be dropped (OpenAI's `include_usage` chunk).
     pub usage_only: bool,
+    /// The provider's error event: the stream failed mid-way (the record is
+    /// then not `completed`).
+    pub error: bool,
+}
+
+/// Whether a frame's JSON payload is an error object (`{"error": …}`, as
+/// OpenAI and Gemini send a failure mid-stream).
+pub fn is_error_payload(data: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    data.get(start..)
+        .is_some_and(|d| d.starts_with(b"{\"error\""))
 }
 
 /// Reads usage from a passthrough stream without re-encoding it.

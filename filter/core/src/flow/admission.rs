@@ -10,7 +10,7 @@ use crate::api::RequestHead;
 use crate::auth::presented_key;
 use crate::budget::{self, Reservation, SharedStore};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{Gateway, KeyEntry, TargetEntry};
+use crate::gateway::{Gateway, KeyEntry};
 use crate::limits;
 
 #[derive(Debug, Default)]
@@ -76,7 +76,7 @@ impl Admission {
         &mut self,
         shared: &dyn SharedStore,
         key: &KeyEntry,
-        target: &TargetEntry,
+        price: Option<sluice_config::TokenPrice>,
         model_name: &str,
         prompt_tokens: u64,
         completion_estimate: u64,
@@ -107,7 +107,7 @@ impl Admission {
         if let Some(b) = key.budget {
             // A budget cannot be kept on a model whose price is unknown: the
             // ledger would charge it $0 forever. Refused, and said why.
-            let Some(price) = target.price else {
+            let Some(price) = price else {
                 return Err(GatewayError::new(
                     403,
                     ErrorKind::PermissionDenied,
@@ -131,6 +131,14 @@ impl Admission {
             }
         }
         Ok(())
+    }
+
+    /// The target that answered a resilient request: the budget settles at
+    /// its price (it reserved at the dearest target's).
+    pub fn reprice(&mut self, price: Option<sluice_config::TokenPrice>) {
+        if let (Some((_, p)), Some(new)) = (self.reservation.as_mut(), price) {
+            *p = new;
+        }
     }
 
     /// Settles what admission took with what was billed (`None`: nothing).

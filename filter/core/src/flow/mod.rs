@@ -17,6 +17,7 @@
 //! `capture` (sampled exchanges for replay baselines).
 
 mod admission;
+pub mod attempt;
 mod capture;
 mod response;
 mod route;
@@ -61,6 +62,9 @@ pub struct LocalReply {
 pub struct Forward<'a> {
     /// Removed before `set` is applied.
     pub remove: &'static [&'static str],
+    /// Removed as well (names known only at run time: an attempt removes
+    /// the other targets' credential headers).
+    pub remove_more: Vec<&'a str>,
     pub set: Vec<(&'a str, Cow<'a, str>)>,
     pub body: Vec<u8>,
 }
@@ -74,7 +78,7 @@ impl Forward<'_> {
     /// removal followed by a set — is not made.
     pub fn header_edits<'s>(&'s self, present: &[(&str, &str)]) -> Vec<(&'s str, Option<&'s str>)> {
         let mut out = Vec::with_capacity(self.remove.len().saturating_add(self.set.len()));
-        for name in self.remove {
+        for name in self.remove.iter().chain(&self.remove_more) {
             let replaced = self.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
             if !replaced && present.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 out.push((*name, None));
@@ -188,6 +192,9 @@ pub struct Flow {
     admission: admission::Admission,
     response: response::ResponseState,
     capture: capture::CaptureState,
+    /// A resilient model's request: its plan, read by the attempts (the
+    /// route is known once one answered).
+    plan: Option<crate::resilience::plans::Ticket>,
 }
 
 fn blocked(b: &Blocked) -> GatewayError {
@@ -221,6 +228,7 @@ impl Flow {
             admission: admission::Admission::default(),
             response: response::ResponseState::default(),
             capture: capture::CaptureState::default(),
+            plan: None,
         }
     }
 
@@ -369,11 +377,18 @@ impl Flow {
     /// budget reservation and the rate-limit admission with what the
     /// provider will bill.
     pub fn finish(&mut self, now_ms: u64, shared: &dyn SharedStore) -> Vec<u8> {
+        if let Some(ticket) = self.plan.take() {
+            // Dropping the ticket frees the plan.
+            self.record.attempts = ticket.with(|p| p.attempt_records()).unwrap_or_default();
+        }
         let billed = self.billed();
         self.admission.settle(shared, billed.map(|(u, _)| u));
         self.record.latency_ms = now_ms.saturating_sub(self.start_ms);
         if self.phase == Phase::Local {
             self.record.completed = true;
+        }
+        if self.response.stream_failed {
+            self.record.completed = false;
         }
         if let Some((u, source)) = billed {
             self.record.tokens = u;

@@ -35,6 +35,10 @@ pub(super) enum ResponseMode {
     /// body was too large to translate or check): the rest of the
     /// provider's bytes are dropped, never appended to that answer.
     Discard,
+    /// No provider answered a resilient request (Envoy's own 503/504, or
+    /// the attempt filter's refusal): this answer, in the client's API,
+    /// replaces the body once it is complete.
+    Answer(u16, Vec<u8>),
 }
 
 /// What the response phase keeps between callbacks.
@@ -52,6 +56,9 @@ pub(super) struct ResponseState {
     pub stream_events: u64,
     /// Response guardrails apply to this request.
     pub guard: bool,
+    /// A passthrough stream carried the provider's error event: it failed
+    /// mid-way, so it is not `completed`.
+    pub stream_failed: bool,
 }
 
 impl Flow {
@@ -62,6 +69,11 @@ impl Flow {
         content_type: Option<&str>,
     ) -> ResponseHeaders {
         let mut out = ResponseHeaders::default();
+        if self.phase == Phase::Upstream && self.route.is_none() {
+            if let Some(failed) = self.answered_by(status, &mut out) {
+                return self.answer_locally(failed, out);
+            }
+        }
         let (Phase::Upstream, Some(route)) = (self.phase, self.route) else {
             return out;
         };
@@ -121,6 +133,120 @@ impl Flow {
         out
     }
 
+    /// A resilient request's answer: which attempt it is, from the plan's
+    /// log. Sets the route (that target's backend), the record's provider
+    /// and model, the budget's price, and the attempt headers. Some(error):
+    /// no provider answered — the response is Envoy's or the attempt
+    /// filter's own, answered in the client's API instead.
+    fn answered_by(&mut self, status: u16, out: &mut ResponseHeaders) -> Option<GatewayError> {
+        let ticket = self.plan.as_ref()?;
+        let api = self.api;
+        let model = self.public_model.clone();
+        let found = ticket.with(|p| {
+            let count = p.attempts.len();
+            let answering = p
+                .attempts
+                .iter()
+                .rev()
+                .find(|a| a.status != 0 && a.status == status);
+            let summary = || {
+                let parts: Vec<String> = p
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        let name = p
+                            .targets
+                            .get(a.target)
+                            .map_or("?", |t| t.provider.name.as_str());
+                        match a.status {
+                            0 => format!("{name}: no answer after {} ms", a.latency_ms),
+                            s => format!("{name}: {s}"),
+                        }
+                    })
+                    .collect();
+                parts.join(", ")
+            };
+            let fallback_backend = p.targets.first().map(|t| t.provider.backend);
+            match answering.and_then(|a| Some((a, p.targets.get(a.target)?))) {
+                Some((a, t)) => match &a.local_error {
+                    Some(e) => (count, Err((e.clone(), Some(t.provider.backend)))),
+                    None => (
+                        count,
+                        Ok((
+                            t.provider.name.clone(),
+                            t.upstream_model.clone(),
+                            t.provider.backend,
+                            t.price,
+                            a.warnings.clone(),
+                        )),
+                    ),
+                },
+                None => {
+                    let attempts = summary();
+                    let err = if status == 504 {
+                        GatewayError::new(
+                            504,
+                            crate::error::ErrorKind::Unavailable,
+                            format!(
+                                "No provider of the model '{model}' answered in time ({attempts})."
+                            ),
+                        )
+                    } else {
+                        let what = if attempts.is_empty() {
+                            "no provider is available".to_string()
+                        } else {
+                            attempts
+                        };
+                        GatewayError::new(
+                            if (500..600).contains(&status) {
+                                status
+                            } else {
+                                503
+                            },
+                            crate::error::ErrorKind::Unavailable,
+                            format!("No provider of the model '{model}' could answer ({what})."),
+                        )
+                    };
+                    (count, Err((err, fallback_backend)))
+                }
+            }
+        });
+        let (count, found) = found?;
+        out.set
+            .push((crate::resilience::ATTEMPTS_HEADER, count.max(1).to_string()));
+        match found {
+            Ok((provider, upstream_model, backend, price, warnings)) => {
+                out.set
+                    .push((crate::resilience::PROVIDER_HEADER, provider.clone()));
+                self.record.provider = Some(provider);
+                self.record.upstream_model = Some(upstream_model);
+                self.route = Some(Route::new(api, backend));
+                self.admission.reprice(price);
+                for w in warnings.0 {
+                    self.warnings.push(w);
+                }
+                None
+            }
+            Err((err, backend)) => {
+                if let Some(b) = backend {
+                    self.route = Some(Route::new(api, b));
+                }
+                Some(err)
+            }
+        }
+    }
+
+    /// Answers in the client's API once Envoy's own body is complete.
+    fn answer_locally(&mut self, err: GatewayError, mut out: ResponseHeaders) -> ResponseHeaders {
+        self.record.status = err.status;
+        self.record.error = Some(Cow::Borrowed(err.kind.code()));
+        out.remove_content_length = true;
+        out.hold = true;
+        out.set.push(("content-type", "application/json".into()));
+        self.response.mode = ResponseMode::Answer(err.status, self.api.render_error(&err));
+        out
+    }
+
     /// Whether the next response-body callback needs the bytes (so the glue
     /// copies them out of Envoy only when they are used).
     pub fn needs_response_bytes(&self, end_of_stream: bool) -> bool {
@@ -129,7 +255,7 @@ impl Flow {
             ResponseMode::StreamPass { .. } | ResponseMode::StreamTranslate(_) => true,
             ResponseMode::Buffer => end_of_stream,
             ResponseMode::Unknown | ResponseMode::Pass => self.capture.active(),
-            ResponseMode::Discard => false,
+            ResponseMode::Discard | ResponseMode::Answer(..) => false,
         }
     }
 
@@ -187,6 +313,12 @@ impl Flow {
                 self.record.completed = false;
                 ResponseBodyStep::Replace(Vec::new())
             }
+            ResponseMode::Answer(status, body) => {
+                if !end_of_stream {
+                    return ResponseBodyStep::Wait;
+                }
+                ResponseBodyStep::ReplaceWithStatus(*status, std::mem::take(body))
+            }
             ResponseMode::Buffer => {
                 if body_size as u64 > gw.limits.max_response_body_bytes {
                     // Only a body that is neither translated nor checked may
@@ -234,8 +366,10 @@ impl Flow {
                 let mut usage = None;
                 let strip = *strip_usage_chunk;
                 let mut events = 0u64;
+                let mut failed = false;
                 let res = parser.feed(&chunk, end_of_stream, |ev| {
                     let info = meter.inspect(&ev);
+                    failed |= info.error;
                     if info.usage.is_some() {
                         usage = info.usage;
                     }
@@ -250,6 +384,7 @@ impl Flow {
                 });
                 let unchanged = !dropped && !had_carry && parser.pending() == 0;
                 self.response.stream_events = self.response.stream_events.saturating_add(events);
+                self.response.stream_failed |= failed;
                 if usage.is_some() {
                     self.response.usage = usage;
                 }

@@ -3,12 +3,16 @@
 //! request guardrails and the key's admission, and hand the body to
 //! `upstream` in the backend's wire.
 
+use std::borrow::Cow;
+
 use super::{blocked, Flow, Forward, Route};
 use crate::budget::SharedStore;
-use crate::canonical::Request;
+use crate::canonical::{Request, Warnings};
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, ModelEntry, Resilience};
 use crate::request_probe::RequestProbe;
+use crate::resilience::plans::{self, Plan, PlannedTarget};
+use crate::resilience::PLAN_HEADER;
 use sluice_config::GuardDirection;
 
 impl Flow {
@@ -128,17 +132,34 @@ impl Flow {
             }
         })?;
         self.record.model = Some(model_name.clone());
-        let target = model.pick();
+        // A resilient model: Envoy picks the target per attempt; the first
+        // of priority 0 stands in for the estimates.
+        let resilient = model.resilience.is_some();
+        let target = if resilient {
+            let first = model.targets.iter().min_by_key(|t| t.priority);
+            first.unwrap_or_else(|| model.pick())
+        } else {
+            model.pick()
+        };
         let provider = gw
             .provider(target.provider)
             .ok_or_else(|| GatewayError::unavailable("The model's provider is not configured."))?;
-        self.record.provider = Some(provider.name.clone());
-        self.record.upstream_model = Some(target.upstream_model.clone());
         let route = Route::new(self.api, provider.backend);
-        self.route = Some(route);
+        // Whether any target needs the request translated.
+        let translating = if resilient {
+            model.targets.iter().any(|t| {
+                gw.provider(t.provider)
+                    .is_some_and(|p| p.backend.wire() != self.api.wire())
+            })
+        } else {
+            self.record.provider = Some(provider.name.clone());
+            self.record.upstream_model = Some(target.upstream_model.clone());
+            self.route = Some(route);
+            route.translating()
+        };
         // The decoded request: needed to translate, or for policy checks.
         let policy = gw.guardrails.as_ref();
-        let needs_canonical = route.translating() || policy.is_some_and(|p| p.needs_request());
+        let needs_canonical = translating || policy.is_some_and(|p| p.needs_request());
         let canonical = if needs_canonical {
             Some(endpoint.api.decode_request(body, &endpoint)?)
         } else {
@@ -149,7 +170,7 @@ impl Flow {
             // duplicate keys, so its model is the one scanned); passthrough
             // needs the probe to rewrite the body, decoded or not.
             let (stream, wants_usage) = match &canonical {
-                Some(req) if route.translating() => {
+                Some(req) if translating => {
                     if req.model != model_name {
                         return Err(GatewayError::invalid_request("'model' is ambiguous")
                             .with_param("model"));
@@ -199,7 +220,7 @@ impl Flow {
         self.admission.admit(
             shared,
             key,
-            target,
+            model.budget_price(target),
             &model_name,
             prompt_tokens,
             completion_estimate,
@@ -207,6 +228,9 @@ impl Flow {
             self.start_ms / 1000,
         )?;
 
+        if let Some(res) = &model.resilience {
+            return self.plan(gw, model, res, canonical, stream, body);
+        }
         let new_body = if route.translating() {
             // Decoded above whenever the request is translated.
             let req = canonical.ok_or_else(|| GatewayError::invalid_request("no request"))?;
@@ -219,7 +243,8 @@ impl Flow {
                 .rewrite_passthrough(body, probe.as_ref(), &target.upstream_model)
         };
         super::upstream::forward(
-            route,
+            route.backend,
+            route.translating(),
             provider,
             &target.upstream_model,
             stream,
@@ -228,26 +253,78 @@ impl Flow {
         )
     }
 
+    /// A resilient model's request: the plan its attempts will read (each
+    /// translates for the target Envoy picked), and the request for the
+    /// model's cluster — the client's body, the router's retry headers.
+    fn plan<'g>(
+        &mut self,
+        gw: &'g Gateway,
+        model: &ModelEntry,
+        res: &'g Resilience,
+        canonical: Option<Request>,
+        stream: bool,
+        body: &[u8],
+    ) -> Result<Forward<'g>, GatewayError> {
+        let mut targets = Vec::with_capacity(model.targets.len());
+        for t in &model.targets {
+            let provider = gw.provider_rc(t.provider).ok_or_else(|| {
+                GatewayError::unavailable("The model's provider is not configured.")
+            })?;
+            // Refused up front if any target could not carry it: which
+            // target answers must not change what the request means.
+            if provider.backend.wire() != self.api.wire() {
+                if let Some(req) = &canonical {
+                    refuse_untranslatable(req, provider.backend.kind())?;
+                }
+            }
+            targets.push(PlannedTarget {
+                provider,
+                upstream_model: t.upstream_model.clone(),
+                price: t.price,
+            });
+        }
+        let endpoint = self
+            .endpoint
+            .clone()
+            .ok_or_else(|| GatewayError::invalid_request("no endpoint"))?;
+        let passthrough = targets
+            .iter()
+            .any(|t| t.provider.backend.wire() == self.api.wire());
+        let ticket = plans::register(Plan {
+            body: passthrough.then(|| body.to_vec()),
+            api: self.api,
+            endpoint,
+            public_model: self.public_model.clone(),
+            stream,
+            client_version_missing: self.client_version_missing,
+            canonical,
+            targets,
+            attempts: Vec::new(),
+        })
+        .ok_or_else(|| {
+            GatewayError::unavailable("The gateway has too many requests in flight; retry shortly.")
+        })?;
+        let mut set = Vec::with_capacity(res.headers.len().saturating_add(3));
+        set.push((super::CLUSTER_HEADER, Cow::Borrowed(res.cluster.as_str())));
+        set.push((PLAN_HEADER, Cow::Owned(ticket.id().to_string())));
+        self.plan = Some(ticket);
+        for (name, value) in &res.headers {
+            set.push((*name, Cow::Borrowed(value.as_str())));
+        }
+        set.push(("content-length", Cow::Owned(body.len().to_string())));
+        Ok(Forward {
+            remove_more: Vec::new(),
+            remove: super::upstream::UPSTREAM_REMOVE,
+            set,
+            body: body.to_vec(),
+        })
+    }
+
     /// Rejects what translation cannot carry without changing the meaning;
     /// records what it can drop with a warning.
     fn check_translatable(&mut self, req: &Request, kind: &str) -> Result<(), GatewayError> {
-        if req.n.is_some_and(|n| n > 1) {
-            return Err(GatewayError::invalid_request(format!(
-                "Only one choice per request can be translated to a {} provider (n > 1).",
-                kind
-            ))
-            .with_param("n"));
-        }
-        for field in &req.unmapped {
-            if field.contains("server tool") {
-                return Err(GatewayError::invalid_request(format!(
-                    "{field} runs only at Anthropic; this model is served by a {} provider.",
-                    kind
-                ))
-                .with_param("tools"));
-            }
-            self.warnings.dropped(field, kind);
-        }
+        refuse_untranslatable(req, kind)?;
+        note_unmapped(req, kind, &mut self.warnings);
         Ok(())
     }
 
@@ -266,5 +343,34 @@ impl Flow {
             self.capture
                 .upstream_request(provider, route.backend.kind(), path, &f.body);
         }
+    }
+}
+
+/// Refuses what a translation to `kind` cannot carry without changing the
+/// meaning.
+fn refuse_untranslatable(req: &Request, kind: &str) -> Result<(), GatewayError> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(GatewayError::invalid_request(format!(
+            "Only one choice per request can be translated to a {} provider (n > 1).",
+            kind
+        ))
+        .with_param("n"));
+    }
+    for field in &req.unmapped {
+        if field.contains("server tool") {
+            return Err(GatewayError::invalid_request(format!(
+                "{field} runs only at Anthropic; this model is served by a {} provider.",
+                kind
+            ))
+            .with_param("tools"));
+        }
+    }
+    Ok(())
+}
+
+/// Records what a translation to `kind` drops (a warning header each).
+pub(crate) fn note_unmapped(req: &Request, kind: &str, warnings: &mut Warnings) {
+    for field in &req.unmapped {
+        warnings.dropped(field, kind);
     }
 }

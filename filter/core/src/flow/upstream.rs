@@ -4,8 +4,9 @@
 
 use std::borrow::Cow;
 
-use super::{Forward, Route};
+use super::Forward;
 use crate::auth::CLIENT_KEY_HEADERS;
+use crate::backend::Backend;
 use crate::error::GatewayError;
 use crate::gateway::{Credential, ProviderEntry};
 
@@ -43,18 +44,31 @@ fn hex16(d: &[u8]) -> String {
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
-/// (never sent upstream), the length (recomputed), and `accept-encoding`
-/// (the filter must read the provider's bytes; Envoy's compressor can
-/// re-encode towards the client).
+/// (never sent upstream), the length (recomputed), `accept-encoding` (the
+/// filter must read the provider's bytes; Envoy's compressor can re-encode
+/// towards the client), and the router's retry and timeout headers and the
+/// plan id, which only the gateway sets (`resilience::router`).
 /// (`content-length` is not listed: `Forward::set` always replaces it, and
-/// each header edit is a host crossing.)
+/// each header edit is a host crossing; a removal is made only for a header
+/// that is there.)
 pub(super) const UPSTREAM_REMOVE: &[&str] = &[
     CLIENT_KEY_HEADERS[0],
     CLIENT_KEY_HEADERS[1],
     CLIENT_KEY_HEADERS[2],
     "transfer-encoding",
     "accept-encoding",
+    ROUTER[0],
+    ROUTER[1],
+    ROUTER[2],
+    ROUTER[3],
+    ROUTER[4],
+    ROUTER[5],
+    ROUTER[6],
+    ROUTER[7],
+    crate::resilience::PLAN_HEADER,
 ];
+
+const ROUTER: [&str; 8] = crate::retry_policy::CLIENT_ROUTER_HEADERS;
 
 /// Also removed when an Anthropic client's request goes to another kind.
 const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
@@ -63,6 +77,15 @@ const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
     CLIENT_KEY_HEADERS[2],
     "transfer-encoding",
     "accept-encoding",
+    ROUTER[0],
+    ROUTER[1],
+    ROUTER[2],
+    ROUTER[3],
+    ROUTER[4],
+    ROUTER[5],
+    ROUTER[6],
+    ROUTER[7],
+    crate::resilience::PLAN_HEADER,
     "anthropic-version",
     "anthropic-beta",
 ];
@@ -70,15 +93,15 @@ const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
 /// The headers and body for the provider. `client_version_missing`: the
 /// client sent no version header of its own (passthrough then gets the
 /// backend's).
-pub(super) fn forward<'g>(
-    route: Route,
+pub(crate) fn forward<'g>(
+    backend: &'static dyn Backend,
+    translating: bool,
     provider: &'g ProviderEntry,
     upstream_model: &str,
     stream: bool,
     client_version_missing: bool,
     body: Vec<u8>,
 ) -> Result<Forward<'g>, GatewayError> {
-    let backend = route.backend;
     let upstream_path = backend.upstream_path(&provider.base_path, upstream_model, stream);
     let mut set = Vec::with_capacity(6);
     set.push((":path", Cow::Owned(upstream_path)));
@@ -97,13 +120,14 @@ pub(super) fn forward<'g>(
         }
     }
     if let Some((name, value)) = backend.version_header() {
-        if route.translating() || client_version_missing {
+        if translating || client_version_missing {
             set.push((name, Cow::Borrowed(value)));
         }
     }
     set.push(("content-length", Cow::Owned(body.len().to_string())));
     Ok(Forward {
-        remove: if route.translating() {
+        remove_more: Vec::new(),
+        remove: if translating {
             UPSTREAM_REMOVE_TRANSLATED
         } else {
             UPSTREAM_REMOVE

@@ -90,11 +90,15 @@ impl UsageMeter for Meter {
             return FrameUsage::default();
         };
         if memchr::memmem::find(data, b"promptTokenCount").is_none() {
-            return FrameUsage::default();
+            return FrameUsage {
+                error: crate::backend::is_error_payload(data),
+                ..FrameUsage::default()
+            };
         }
         FrameUsage {
             usage: probe_usage(data),
             usage_only: false,
+            error: false,
         }
     }
 }

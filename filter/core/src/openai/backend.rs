@@ -74,6 +74,7 @@ impl UsageMeter for Meter {
         FrameUsage {
             usage: c.usage,
             usage_only: c.usage_only,
+            error: crate::backend::is_error_payload(data),
         }
     }
 }

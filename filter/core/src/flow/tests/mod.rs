@@ -4,6 +4,7 @@
 mod admission;
 mod capture;
 mod request;
+mod resilience;
 mod response;
 mod support;
 mod translation;
