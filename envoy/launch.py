@@ -768,10 +768,24 @@ def cmd_run(args) -> int:
                                                 "mock-gemini-upstream")}))
         try:
             stack.cp.cli("prices", "import", str(prices))
+            # A model with a fallback (docs/routing.md): the mock's OpenAI
+            # API first, its Anthropic API if that fails — providers by URL,
+            # their clusters pushed over CDS.
+            mock_url = stack.mock.url
+            key = ("--credential-env", "SLUICE_MOCK_API_KEY")
+            stack.cp.cli("providers", "add", "--name", "mock-url-openai", "--kind", "openai",
+                         "--base-url", mock_url + "/v1", *key)
+            stack.cp.cli("providers", "add", "--name", "mock-url-anthropic", "--kind",
+                         "anthropic", "--base-url", mock_url, "--auth", "header:x-api-key", *key)
+            stack.cp.cli("models", "set", "mock-fallback",
+                         "--target", "mock-url-openai:mock-gpt-upstream",
+                         "--fallback", "mock-url-anthropic:mock-claude-upstream",
+                         "--retry-attempts", "2", "--first-byte-timeout-ms", "10000")
         except BaseException:
             stack.stop()
             raise
-    models = ", ".join(m["name"] for m in cfg.get("models", []))
+    models = ", ".join([m["name"] for m in cfg.get("models", [])]
+                       + (["mock-fallback"] if stack.cp else []))
     cp = ""
     if stack.cp:
         cp = f"""control plane: admin API {stack.cp.admin_url}, database {stack.cp.db}
@@ -794,6 +808,12 @@ Try it:
   curl -sN {stack.url}/v1/chat/completions \\
     -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' \\
     -d '{{"model": "mock-gpt", "stream": true, "messages": [{{"role": "user", "content": "Hi"}}]}}'
+
+  # fallback: the OpenAI primary fails (the mock is told to), Anthropic answers
+  curl -si {stack.url}/v1/chat/completions \\
+    -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' \\
+    -H 'x-mock-error: 500' -H 'x-mock-error-for: openai' \\
+    -d '{{"model": "mock-fallback", "messages": [{{"role": "user", "content": "Hi"}}]}}'
 
 Ctrl-C stops Envoy and the mock provider.
 """, flush=True)

@@ -569,3 +569,167 @@ pub fn resources(cfg: &PluginConfig, spec: &WasmSpec, sds: &SdsSource) -> Vec<An
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::WasmCode;
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+
+    fn spec() -> WasmSpec {
+        WasmSpec {
+            resource_name: "sluice".into(),
+            code: WasmCode::Local("/x/sluice.wasm".into()),
+            vm_id: "sluice".into(),
+            env_keys: vec!["B_KEY".into()],
+        }
+    }
+
+    fn sds() -> SdsSource {
+        SdsSource {
+            cluster: "cp".into(),
+            token: Some("t".into()),
+        }
+    }
+
+    fn config() -> PluginConfig {
+        serde_json::from_value(serde_json::json!({
+            "providers": [
+                {"name": "oa", "kind": "openai", "base_url": "https://api.openai.example/v1",
+                 "api_key_env": "OA_KEY"},
+                {"name": "an", "kind": "anthropic", "base_url": "http://10.0.0.5:8000",
+                 "auth": {"type": "header", "name": "x-api-key"}, "api_key_secret": "AN_KEY"},
+                {"name": "static", "kind": "openai", "cluster": "mock", "host": "h",
+                 "auth": {"type": "none"}}
+            ],
+            "models": [
+                {"name": "fb", "targets": [
+                    {"provider": "oa", "model": "gpt", "weight": 3},
+                    {"provider": "oa", "model": "gpt-mini", "weight": 1},
+                    {"provider": "an", "model": "claude", "priority": 5}],
+                 "cooldown": {"consecutive_failures": 4, "seconds": 20}},
+                {"name": "plain", "targets": [{"provider": "static", "model": "m"}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn field(s: &Struct, k: &str) -> String {
+        match s.fields.get(k).and_then(|v| v.kind.clone()) {
+            Some(value::Kind::StringValue(v)) => v,
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+
+    fn upstream_filters(c: &Cluster) -> Vec<HttpFilter> {
+        let any = &c.typed_extension_protocol_options
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        HttpProtocolOptions::decode(any.value.as_slice())
+            .unwrap()
+            .http_filters
+    }
+
+    #[test]
+    fn providers_by_url_and_resilient_models_get_clusters() {
+        let cs = clusters(&config(), &spec(), &sds());
+        let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sluice_model_fb",
+                "sluice_provider_an",
+                "sluice_provider_oa"
+            ]
+        );
+        let oa = &cs[2];
+        assert_eq!(
+            oa.transport_socket.as_ref().unwrap().name,
+            "envoy.transport_sockets.tls"
+        );
+        let an = &cs[1];
+        assert!(an.transport_socket.is_none(), "http: no TLS");
+        let f: Vec<String> = upstream_filters(an).into_iter().map(|f| f.name).collect();
+        assert_eq!(
+            f,
+            [
+                "envoy.filters.http.credential_injector",
+                "envoy.filters.http.upstream_codec"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_model_cluster_has_its_targets_by_priority_with_metadata_and_its_circuit() {
+        let cs = clusters(&config(), &spec(), &sds());
+        let m = &cs[0];
+        let eps = &m.load_assignment.as_ref().unwrap().endpoints;
+        // Priorities 0 and 5 ranked 0 and 1.
+        assert_eq!(eps.iter().map(|l| l.priority).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(eps[0].lb_endpoints.len(), 2);
+        let first = &eps[0].lb_endpoints[0];
+        assert_eq!(first.load_balancing_weight.as_ref().unwrap().value, 3);
+        let md = &first.metadata.as_ref().unwrap().filter_metadata;
+        assert_eq!(field(&md["sluice"], "provider"), "oa");
+        assert_eq!(field(&md["sluice"], "model"), "gpt");
+        // TLS for the https provider's endpoints only, with its SNI.
+        assert_eq!(
+            field(&md["envoy.transport_socket_match"], "socket"),
+            "tls-oa"
+        );
+        let claude_md = &eps[1].lb_endpoints[0]
+            .metadata
+            .as_ref()
+            .unwrap()
+            .filter_metadata;
+        assert!(!claude_md.contains_key("envoy.transport_socket_match"));
+        assert_eq!(m.transport_socket_matches.len(), 1);
+        let od = m.outlier_detection.as_ref().unwrap();
+        assert_eq!(od.consecutive_5xx.as_ref().unwrap().value, 4);
+        assert_eq!(od.base_ejection_time.as_ref().unwrap().seconds, 20);
+        let f: Vec<String> = upstream_filters(m).into_iter().map(|f| f.name).collect();
+        assert_eq!(
+            f,
+            [
+                "envoy.filters.http.wasm",
+                "envoy.filters.http.credential_injector-an",
+                "envoy.filters.http.header_mutation",
+                "envoy.filters.http.upstream_codec"
+            ]
+        );
+    }
+
+    /// The attempt filter and the gateway filter (ECDS) must share one VM:
+    /// the plans are in its memory. Envoy shares a VM between filters whose
+    /// VM configuration is the same.
+    #[test]
+    fn the_attempt_filter_runs_in_the_gateway_filters_vm() {
+        let cfg = config();
+        let snap = crate::app::Snapshot {
+            version: 3,
+            config_json: serde_json::to_string(&cfg).unwrap(),
+        };
+        let ecds = crate::xds::resource(&spec(), &snap);
+        let tec = TypedExtensionConfig::decode(ecds.value.as_slice()).unwrap();
+        let gateway = Wasm::decode(tec.typed_config.unwrap().value.as_slice())
+            .unwrap()
+            .config
+            .unwrap();
+        let cs = clusters(&cfg, &spec(), &sds());
+        let http_filter::ConfigType::TypedConfig(any) =
+            upstream_filters(&cs[0])[0].config_type.clone().unwrap()
+        else {
+            panic!()
+        };
+        let attempt = Wasm::decode(any.value.as_slice()).unwrap().config.unwrap();
+        assert_eq!(attempt.vm, gateway.vm);
+        assert_eq!(attempt.root_id, sluice_core::resilience::ATTEMPT_ROOT_ID);
+        let Some(plugin_config::Vm::VmConfig(vm)) = &attempt.vm else {
+            panic!()
+        };
+        // Provider key variables (names only) join the served ones.
+        assert_eq!(
+            vm.environment_variables.as_ref().unwrap().host_env_keys,
+            ["B_KEY", "OA_KEY"]
+        );
+    }
+}

@@ -30,7 +30,13 @@ fn gateway() -> Gateway {
             {"name": "a", "kind": "anthropic", "cluster": "ca", "host": "a.example",
              "auth": {"type": "header", "name": "x-api-key"}, "api_key_env": "K"},
             {"name": "g", "kind": "gemini", "cluster": "cg", "host": "g.example",
-             "auth": {"type": "header", "name": "x-goog-api-key"}, "api_key_env": "K"}
+             "auth": {"type": "header", "name": "x-goog-api-key"}, "api_key_env": "K"},
+            {"name": "ou", "kind": "openai", "base_url": "https://o.example/v1",
+             "api_key_env": "K"},
+            {"name": "au", "kind": "anthropic", "base_url": "http://10.0.0.1:8000",
+             "auth": {"type": "header", "name": "x-api-key"}, "api_key_secret": "S"},
+            {"name": "gu", "kind": "gemini", "base_url": "http://[::1]:9/v1beta",
+             "auth": {"type": "none"}}
         ],
         "models": [
             {"name": "gpt", "targets": [{"provider": "o", "model": "gpt-up",
@@ -42,7 +48,14 @@ fn gateway() -> Gateway {
             {"name": "split", "targets": [{"provider": "o", "model": "x", "weight": 2,
               "price": {"input": 0.000001, "output": 0.000002}},
               {"provider": "a", "model": "y",
-              "price": {"input": 0.000001, "output": 0.000002}}]}
+              "price": {"input": 0.000001, "output": 0.000002}}]},
+            {"name": "fallback", "targets": [
+              {"provider": "ou", "model": "o-up", "price": {"input": 0.000001, "output": 0.000002}},
+              {"provider": "au", "model": "a-up", "priority": 1,
+               "price": {"input": 0.000003, "output": 0.000004}},
+              {"provider": "gu", "model": "g-up", "priority": 2,
+               "price": {"input": 0.000001, "output": 0.000001}}],
+             "retry": {"attempts": 3}, "cooldown": {"consecutive_failures": 2, "seconds": 5}}
         ],
         "limits": {"max_request_body_bytes": 65536, "max_response_body_bytes": 65536,
                    "max_sse_event_bytes": 4096},

@@ -8,7 +8,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sluice_core::budget::MemoryStore;
+use sluice_core::flow::attempt::{Attempt, AttemptHead, AttemptStep};
 use sluice_core::flow::{BodyStep, Flow, HeadersStep, RequestHead, ResponseBodyStep};
+use sluice_core::resilience::PLAN_HEADER;
 
 #[path = "common.rs"]
 mod common;
@@ -27,9 +29,13 @@ struct Input<'a> {
     content_type: u8,
     response: &'a [u8],
     response_cuts: Vec<u16>,
+    /// A resilient model's attempts: (target, provider status; 0 = none).
+    attempts: Vec<(u8, u16)>,
 }
 
-const MODELS: [&str; 5] = ["gpt", "claude", "gemini", "split", "unknown-model"];
+const MODELS: [&str; 6] = ["gpt", "claude", "gemini", "split", "fallback", "unknown-model"];
+/// The resilient model's targets, as its endpoints' metadata names them.
+const TARGETS: [(&str, &str); 4] = [("ou", "o-up"), ("au", "a-up"), ("gu", "g-up"), ("x", "y")];
 
 fn cut<'a>(bytes: &'a [u8], cuts: &[u16]) -> Vec<&'a [u8]> {
     let mut at = 0usize;
@@ -81,6 +87,7 @@ fuzz_target!(|inp: Input<'_>| {
             request_id: inp.request_id,
             end_of_stream: inp.body.is_empty(),
         };
+        let mut plan: Option<String> = None;
         let forwarded = match f.on_request_headers(gw, &head) {
             HeadersStep::ReadBody => {
                 let mut buffered = Vec::new();
@@ -96,6 +103,11 @@ fuzz_target!(|inp: Input<'_>| {
                         BodyStep::Reply(_) => break,
                         BodyStep::Forward(fw) => {
                             let _ = fw.header_edits(&[]).len();
+                            plan = fw
+                                .set
+                                .iter()
+                                .find(|(k, _)| *k == PLAN_HEADER)
+                                .map(|(_, v)| v.to_string());
                             forwarded = true;
                             break;
                         }
@@ -105,6 +117,24 @@ fuzz_target!(|inp: Input<'_>| {
             }
             HeadersStep::Reply(_) | HeadersStep::NotServed => false,
         };
+        // Each attempt, as the attempt filter drives it (Envoy's retries).
+        for (t, status) in inp.attempts.iter().take(4) {
+            let (provider, model) = TARGETS[usize::from(*t) % TARGETS.len()];
+            let ah = AttemptHead {
+                plan: plan.as_deref(),
+                provider: Some(provider),
+                model: Some(model),
+            };
+            if let Ok(mut a) = Attempt::start(&ah, 1_700_000_000_001) {
+                if let AttemptStep::Forward(fw) = a.on_request_body(true) {
+                    let _ = fw.header_edits(&[("authorization", "x")]).len();
+                }
+                if *status != 0 {
+                    a.on_response_headers(*status, 1_700_000_000_002);
+                }
+                a.on_done(1_700_000_000_003);
+            }
+        }
         if forwarded {
             let ct = match inp.content_type % 4 {
                 0 => Some("application/json"),
@@ -135,5 +165,8 @@ fuzz_target!(|inp: Input<'_>| {
         let record = f.finish(1_700_000_000_010, &store);
         assert!(serde_json::from_slice::<serde_json::Value>(&record).is_ok());
         let _ = f.take_capture();
+        drop(f);
+        // No plan outlives its request.
+        assert_eq!(sluice_core::resilience::plans::alive(), 0);
     });
 });

@@ -405,3 +405,32 @@ def test_attempt_metrics_per_provider(res):
             return
         time.sleep(0.2)
     raise AssertionError(lines)
+
+
+def test_keys_from_sds_are_injected_per_attempt_for_its_provider(tmp_path):
+    """Provider keys the control plane serves over SDS (Kubernetes): each
+    attempt gets only its own provider's key, added by Envoy."""
+    mock = launch.Mock(tmp_path)
+    try:
+        cfg = {"keys": [{"id": "k", "sha256": sha(TEST_KEY)}],
+               "providers": providers(mock.url, mock.url, mock.url)[:2],
+               "models": [models()[0]]}
+        with launch.Stack(cfg, workdir=tmp_path, managed=True, mock=mock, push_keys=True) as s:
+            try:
+                n = len(mock.requests())
+                r, _ = post(s, "gpt-fb", FAIL_OPENAI)
+                assert r.status_code == 200, r.text
+                assert r.headers["x-sluice-provider"] == "an"
+                first, second = mock.requests()[n:n + 2]
+                secret = launch.MOCK_PROVIDER_SECRET
+                assert first["headers"]["authorization"] == f"Bearer {secret}"
+                assert second["headers"]["x-api-key"] == secret
+                assert "authorization" not in second["headers"]
+                assert "x-sluice-credential" not in first["headers"]
+                # Nothing of the key in what Envoy shows of its config.
+                with urlopen(s.envoy.admin + "/config_dump?include_eds") as d:
+                    assert secret not in d.read().decode()
+            finally:
+                s.cp.stop()
+    finally:
+        mock.stop()

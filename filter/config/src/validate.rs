@@ -430,6 +430,96 @@ mod tests {
         .unwrap()
     }
 
+    fn errors_of(v: serde_json::Value) -> Vec<String> {
+        let c: PluginConfig = serde_json::from_value(v).unwrap();
+        match c.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn providers_by_url_derive_cluster_host_and_path() {
+        let p: crate::Provider = serde_json::from_value(serde_json::json!({
+            "name": "vllm/a", "kind": "openai", "base_url": "http://10.0.0.5:8000/v1/"
+        }))
+        .unwrap();
+        assert_eq!(p.authority(), "10.0.0.5:8000");
+        assert_eq!(p.path_prefix().as_deref(), Some("/v1"));
+        assert!(p.cluster_name().starts_with("sluice_provider_vllm_a_"));
+        let q: crate::Provider = serde_json::from_value(serde_json::json!({
+            "name": "oa", "kind": "openai", "base_url": "https://api.openai.com"
+        }))
+        .unwrap();
+        assert_eq!(
+            (q.authority().as_str(), q.path_prefix()),
+            ("api.openai.com", None)
+        );
+        assert_eq!(q.cluster_name(), "sluice_provider_oa");
+        let u = crate::BaseUrl::parse("https://[::1]:8443/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("::1", 8443, true));
+        assert_eq!(u.authority(), "[::1]:8443");
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://h:0",
+            "http://h:99999",
+            "http://u@h",
+            "http://h/?q",
+            "https://h h",
+        ] {
+            assert!(crate::BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resilient_models_need_providers_by_url_and_sane_bounds() {
+        let cfg = |model: serde_json::Value| {
+            serde_json::json!({
+                "providers": [
+                    {"name": "url", "kind": "openai", "base_url": "http://127.0.0.1:1/v1",
+                     "auth": {"type": "none"}},
+                    {"name": "static", "kind": "openai", "cluster": "c", "host": "h",
+                     "auth": {"type": "none"}}],
+                "models": [model]
+            })
+        };
+        let ok = errors_of(cfg(serde_json::json!({"name": "m", "targets": [
+            {"provider": "url", "model": "a"}, {"provider": "url", "model": "b", "priority": 1}],
+            "retry": {"attempts": 3, "on": ["rate_limited", "timeout"]},
+            "timeouts": {"first_byte_ms": 1000, "total_ms": 5000},
+            "cooldown": {"consecutive_failures": 3, "seconds": 10}})));
+        assert!(ok.is_empty(), "{ok:?}");
+        let e = errors_of(cfg(serde_json::json!({"name": "m", "targets": [
+            {"provider": "static", "model": "a"}, {"provider": "url", "model": "b", "priority": 1}]})));
+        assert!(e.len() == 1 && e[0].contains("has no base_url"), "{e:?}");
+        // The same provider without a policy is fine.
+        assert!(errors_of(cfg(serde_json::json!({"name": "m", "targets": [
+            {"provider": "static", "model": "a"}]})))
+        .is_empty());
+        let e = errors_of(cfg(serde_json::json!({"name": "m", "targets": [
+            {"provider": "url", "model": "a"}],
+            "retry": {"attempts": 11, "on": []},
+            "timeouts": {"first_byte_ms": 9000, "total_ms": 5000},
+            "cooldown": {"consecutive_failures": 0, "seconds": 0}})));
+        for want in [
+            "retry.attempts",
+            "timeouts.first_byte_ms",
+            "cooldown.consecutive_failures",
+            "cooldown.seconds",
+            "retry.on",
+        ] {
+            assert!(e.iter().any(|x| x.contains(want)), "{want}: {e:?}");
+        }
+        let e = errors_of(serde_json::json!({"providers": [
+            {"name": "p", "kind": "openai", "base_url": "http://h/v1", "base_path": "/v2",
+             "cluster": "c", "auth": {"type": "none"}}]}));
+        assert!(
+            e.iter().any(|x| x.contains("base_path")) && e.iter().any(|x| x.contains("cluster")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn valid_sample_passes_with_defaults() {
         let c = sample();

@@ -222,6 +222,9 @@ impl Attempt {
             std::borrow::Cow::Borrowed(provider.name.as_str()),
         ));
         f.remove = &[];
+        // The plan header stays (the next attempt needs it), and the
+        // router's headers are the gateway's own.
+        f.strip_client_routing = false;
         f.remove_more = self.others.iter().map(String::as_str).collect();
         Ok(f)
     }

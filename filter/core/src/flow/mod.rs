@@ -65,6 +65,10 @@ pub struct Forward<'a> {
     /// Removed as well (names known only at run time: an attempt removes
     /// the other targets' credential headers).
     pub remove_more: Vec<&'a str>,
+    /// Remove a client's own router headers (`x-envoy-max-retries`, …) and
+    /// plan id: on every request the gateway forwards (not on an attempt,
+    /// whose plan id and router headers are the gateway's).
+    pub strip_client_routing: bool,
     pub set: Vec<(&'a str, Cow<'a, str>)>,
     pub body: Vec<u8>,
 }
@@ -82,6 +86,24 @@ impl Forward<'_> {
             let replaced = self.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
             if !replaced && present.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 out.push((*name, None));
+            }
+        }
+        if self.strip_client_routing {
+            // One pass over what is there (names are lower-case): the list
+            // is long and these headers are rare.
+            for (k, _) in present {
+                if !k.starts_with("x-") {
+                    continue;
+                }
+                let routing = crate::retry_policy::CLIENT_ROUTER_HEADERS
+                    .iter()
+                    .chain(std::iter::once(&crate::resilience::PLAN_HEADER))
+                    .find(|n| **n == *k);
+                if let Some(name) = routing {
+                    if !self.set.iter().any(|(s, _)| s == name) {
+                        out.push((*name, None));
+                    }
+                }
             }
         }
         for (name, value) in &self.set {

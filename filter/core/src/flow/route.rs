@@ -314,6 +314,7 @@ impl Flow {
         set.push(("content-length", Cow::Owned(body.len().to_string())));
         Ok(Forward {
             remove_more: Vec::new(),
+            strip_client_routing: true,
             remove: super::upstream::UPSTREAM_REMOVE,
             set,
             body: body.to_vec(),

@@ -44,31 +44,20 @@ fn hex16(d: &[u8]) -> String {
 }
 
 /// Headers removed from every forwarded request: the caller's credentials
-/// (never sent upstream), the length (recomputed), `accept-encoding` (the
-/// filter must read the provider's bytes; Envoy's compressor can re-encode
-/// towards the client), and the router's retry and timeout headers and the
-/// plan id, which only the gateway sets (`resilience::router`).
+/// (never sent upstream), the length (recomputed), and `accept-encoding`
+/// (the filter must read the provider's bytes; Envoy's compressor can
+/// re-encode towards the client). The router's retry and timeout headers
+/// and the plan id, which only the gateway sets, go too
+/// (`Forward::strip_client_routing`).
 /// (`content-length` is not listed: `Forward::set` always replaces it, and
-/// each header edit is a host crossing; a removal is made only for a header
-/// that is there.)
+/// each header edit is a host crossing.)
 pub(super) const UPSTREAM_REMOVE: &[&str] = &[
     CLIENT_KEY_HEADERS[0],
     CLIENT_KEY_HEADERS[1],
     CLIENT_KEY_HEADERS[2],
     "transfer-encoding",
     "accept-encoding",
-    ROUTER[0],
-    ROUTER[1],
-    ROUTER[2],
-    ROUTER[3],
-    ROUTER[4],
-    ROUTER[5],
-    ROUTER[6],
-    ROUTER[7],
-    crate::resilience::PLAN_HEADER,
 ];
-
-const ROUTER: [&str; 8] = crate::retry_policy::CLIENT_ROUTER_HEADERS;
 
 /// Also removed when an Anthropic client's request goes to another kind.
 const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
@@ -77,15 +66,6 @@ const UPSTREAM_REMOVE_TRANSLATED: &[&str] = &[
     CLIENT_KEY_HEADERS[2],
     "transfer-encoding",
     "accept-encoding",
-    ROUTER[0],
-    ROUTER[1],
-    ROUTER[2],
-    ROUTER[3],
-    ROUTER[4],
-    ROUTER[5],
-    ROUTER[6],
-    ROUTER[7],
-    crate::resilience::PLAN_HEADER,
     "anthropic-version",
     "anthropic-beta",
 ];
@@ -127,6 +107,7 @@ pub(crate) fn forward<'g>(
     set.push(("content-length", Cow::Owned(body.len().to_string())));
     Ok(Forward {
         remove_more: Vec::new(),
+        strip_client_routing: true,
         remove: if translating {
             UPSTREAM_REMOVE_TRANSLATED
         } else {

@@ -149,6 +149,31 @@ fn stream_usage_chunk_stripped_when_client_did_not_ask_at_any_split() {
     }
 }
 
+/// A provider's error event mid-stream (passthrough): passed on as it is,
+/// and the record says the stream did not complete.
+#[test]
+fn a_passthrough_streams_error_event_marks_it_incomplete() {
+    let g = gw();
+    let mut f = Flow::new(100);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-1", r#"{"model":"mock-gpt","stream":true}"#),
+        BodyStep::Forward(_)
+    ));
+    f.on_response_headers(&g, 200, Some("text/event-stream"));
+    let body = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+        "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"
+    )
+    .as_bytes()
+    .to_vec();
+    let n = body.len();
+    assert_eq!(
+        f.on_response_body(&g, n, true, 1, || Some(body)),
+        ResponseBodyStep::Pass
+    );
+    assert_eq!(finish_json(&mut f, 9)["completed"], false);
+}
+
 #[test]
 fn stream_usage_chunk_kept_when_client_asked() {
     let (client, rec) = run_stream(
