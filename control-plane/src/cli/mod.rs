@@ -86,6 +86,13 @@ impl Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
+            // A fresh connection per call: a CLI makes a handful, and a
+            // pooled one the server has just closed (it does after a
+            // request whose body a handler did not read) fails the next
+            // call with "Peer disconnected" — a flaky test, and a flaky
+            // script.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .into();
         Client {

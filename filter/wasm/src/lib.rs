@@ -13,7 +13,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use sluice_core::budget::SharedStore;
 use sluice_core::config::PluginConfig;
-use sluice_core::flow::{BodyStep, Flow, HeadersStep, LocalReply, RequestHead, ResponseBodyStep};
+use sluice_core::flow::{
+    BodyStep, Flow, Forward, HeadersStep, LocalReply, RequestHead, ResponseBodyStep,
+};
 use sluice_core::gateway::Gateway;
 use sluice_core::header_map;
 
@@ -243,12 +245,28 @@ fn now_ms(ctx: &dyn Context) -> u64 {
         .unwrap_or(0)
 }
 
+/// Answers the request locally (the gateway's reply, or an attempt's).
+fn send_reply(c: &dyn HttpContext, r: LocalReply) -> Action {
+    let mut headers = vec![("content-type", r.content_type)];
+    headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    c.send_http_response(u32::from(r.status), headers, Some(&r.body));
+    Action::Pause
+}
+
+/// Sends the request on as `f` says: only the header edits that change
+/// something against the headers as they arrived (`raw`), and the body.
+fn apply_forward(c: &dyn HttpContext, raw: &[u8], f: &Forward<'_>, body_size: usize) -> Action {
+    let present = header_map::parse(raw);
+    for (name, value) in f.header_edits(&present) {
+        c.set_http_request_header(name, value);
+    }
+    c.set_http_request_body(0, body_size, &f.body);
+    Action::Continue
+}
+
 impl Http {
     fn reply(&self, r: LocalReply) -> Action {
-        let mut headers = vec![("content-type", r.content_type)];
-        headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        self.send_http_response(u32::from(r.status), headers, Some(&r.body));
-        Action::Pause
+        send_reply(self, r)
     }
 }
 
@@ -304,12 +322,7 @@ impl HttpContext for Http {
                 // Not needed past this point: freed rather than held for the
                 // rest of the request.
                 let raw = std::mem::take(&mut self.present);
-                let present = header_map::parse(&raw);
-                for (name, value) in f.header_edits(&present) {
-                    self.set_http_request_header(name, value);
-                }
-                self.set_http_request_body(0, body_size, &f.body);
-                Action::Continue
+                apply_forward(self, &raw, &f, body_size)
             }
         }
     }
@@ -436,12 +449,7 @@ impl HttpContext for AttemptHttp {
                 // Headers held until the body is encoded for this provider.
                 Action::Pause
             }
-            Err(r) => {
-                let mut headers = vec![("content-type", r.content_type)];
-                headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
-                self.send_http_response(u32::from(r.status), headers, Some(&r.body));
-                Action::Pause
-            }
+            Err(r) => send_reply(self, r),
         }
     }
 
@@ -451,21 +459,8 @@ impl HttpContext for AttemptHttp {
         };
         match attempt.on_request_body(end_of_stream) {
             AttemptStep::ReadBody | AttemptStep::Wait => Action::Pause,
-            AttemptStep::Reply(r) => {
-                let mut headers = vec![("content-type", r.content_type)];
-                headers.extend(r.headers.iter().map(|(k, v)| (*k, v.as_str())));
-                self.send_http_response(u32::from(r.status), headers, Some(&r.body));
-                Action::Pause
-            }
-            AttemptStep::Forward(f) => {
-                let raw = std::mem::take(&mut self.present);
-                let present = header_map::parse(&raw);
-                for (name, value) in f.header_edits(&present) {
-                    self.set_http_request_header(name, value);
-                }
-                self.set_http_request_body(0, body_size, &f.body);
-                Action::Continue
-            }
+            AttemptStep::Reply(r) => send_reply(self, r),
+            AttemptStep::Forward(f) => apply_forward(self, &self.present, &f, body_size),
         }
     }
 

@@ -445,11 +445,16 @@ fn sse_abort_response(frames: Vec<String>, n: usize, delay_ms: u64) -> Response 
             }
         },
     );
+    sse(Body::from_stream(stream))
+}
+
+/// A 200 event stream with `body`.
+fn sse(body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
+        .body(body)
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
@@ -464,12 +469,7 @@ pub fn sse_response(frames: Vec<String>, delay_ms: u64) -> Response {
             Some((Ok::<Bytes, Infallible>(Bytes::from(next)), (it, false)))
         },
     );
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    sse(Body::from_stream(stream))
 }
 
 /// Replay mode: the recorded provider answer of record `id`, and a log of
