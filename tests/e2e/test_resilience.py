@@ -6,6 +6,7 @@ wire format. Clients are the official SDKs where a user would use them."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
 import uuid
@@ -76,19 +77,27 @@ def models() -> list[dict]:
 @pytest.fixture(scope="module")
 def res(tmp_path_factory):
     wd = tmp_path_factory.mktemp("resilience")
-    a, b = launch.Mock(wd), None
+    a, b, hole = launch.Mock(wd), None, None
     try:
         bdir = wd / "b"
         bdir.mkdir()
         b = launch.Mock(bdir)
-        dead = f"http://127.0.0.1:{launch.free_port()}"
+        # A port bound but never listened on refuses connections, and no
+        # process started later (Envoy, the control plane) can take it.
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{hole.getsockname()[1]}"
         cfg = {"keys": [{"id": "k-res", "sha256": sha(TEST_KEY)}],
                "providers": providers(a.url, b.url, dead), "models": models()}
-        s = launch.Stack(cfg, workdir=wd, managed=True, mock=a)
+        # Two workers: a plan lives in the VM of the worker that has the
+        # request, and its attempts must find it there.
+        s = launch.Stack(cfg, workdir=wd, managed=True, mock=a, concurrency=2)
     except BaseException:
         a.stop()
         if b:
             b.stop()
+        if hole:
+            hole.close()
         raise
     f = wd / "prices.json"
     f.write_text(json.dumps(PRICES))
@@ -98,6 +107,7 @@ def res(tmp_path_factory):
     s.stop()
     a.stop()
     b.stop()
+    hole.close()
 
 
 def post(s, model, headers=None, stream=False, path="/v1/chat/completions", timeout=20):
@@ -134,7 +144,8 @@ def ledger_row(s, rid: str, timeout: float = 15) -> dict:
             assert len(rows) == 1, "one request, one charge"
             return dict(rows[0])
         time.sleep(0.1)
-    raise AssertionError(f"no ledger row for {rid}")
+    status = s.cp.api("GET", "/v1/status")
+    raise AssertionError(f"no ledger row for {rid}: {json.dumps(status)[:1500]}")
 
 
 FAIL_OPENAI = {"x-mock-error": "500", "x-mock-error-for": "openai"}
@@ -255,6 +266,14 @@ def test_first_byte_timeout_falls_back(res):
         rec = res.wait_usage(rid)
         assert rec["attempts"][0]["outcome"] == "no_response"
         assert rec["attempts"][0]["latency_ms"] >= 350
+    # A stream that started in time may take longer than the first-byte
+    # timeout to finish (8 chunks 150 ms apart): it is not cut.
+    n = len(res.mock.requests())
+    r, rid = post(res, "gpt-slow", {"x-mock-delay-ms": "150"}, stream=True)
+    assert r.status_code == 200 and r.headers["x-sluice-attempts"] == "1"
+    assert b"[DONE]" in r.content
+    assert formats(res.mock, n) == ["openai"]
+    assert res.wait_usage(rid)["completed"] is True
 
 
 def test_attempts_are_bounded_in_count_and_total_time(res):
