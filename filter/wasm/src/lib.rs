@@ -458,7 +458,7 @@ impl HttpContext for AttemptHttp {
             return Action::Continue;
         };
         match attempt.on_request_body(end_of_stream) {
-            AttemptStep::ReadBody | AttemptStep::Wait => Action::Pause,
+            AttemptStep::Wait => Action::Pause,
             AttemptStep::Reply(r) => send_reply(self, r),
             AttemptStep::Forward(f) => apply_forward(self, &self.present, &f, body_size),
         }

@@ -30,8 +30,6 @@ pub struct AttemptHead<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AttemptStep<'a> {
-    /// Hold the headers and read the body.
-    ReadBody,
     /// Keep buffering.
     Wait,
     /// Send this request to the provider.
@@ -46,7 +44,6 @@ pub struct Attempt {
     plan: u64,
     /// Index of this attempt in the plan's log.
     index: usize,
-    target: usize,
     started_ms: u64,
     answered: bool,
     /// Headers the forward borrows from (the provider's, from the plan).
@@ -109,7 +106,6 @@ impl Attempt {
                 local_error: None,
             });
             Some((
-                target,
                 plan.attempts.len().saturating_sub(1),
                 provider,
                 upstream_model,
@@ -117,11 +113,10 @@ impl Attempt {
             ))
         });
         match started {
-            Some(Some((target, index, provider, upstream_model, others))) => Ok(Attempt {
+            Some(Some((index, provider, upstream_model, others))) => Ok(Attempt {
                 others,
                 plan: id,
                 index,
-                target,
                 started_ms: now_ms,
                 answered: false,
                 provider: Some(provider),
@@ -255,10 +250,5 @@ impl Attempt {
                 a.latency_ms = latency;
             }
         });
-    }
-
-    /// Index of the target this attempt went to.
-    pub fn target(&self) -> usize {
-        self.target
     }
 }
