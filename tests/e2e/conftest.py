@@ -34,6 +34,10 @@ def gateway_config() -> dict:
         "providers": [
             {"name": "mock", "kind": "openai", "cluster": "mock_provider",
              "host": "mock-provider.local", "base_path": "/v1",
+             "auth": {"type": "bearer"}, "api_key_env": "SLUICE_MOCK_API_KEY",
+             "serves": ["openai-responses"]},
+            {"name": "mock-responses", "kind": "openai-responses", "cluster": "mock_provider",
+             "host": "mock-provider.local",
              "auth": {"type": "bearer"}, "api_key_env": "SLUICE_MOCK_API_KEY"},
             {"name": "mock-b", "kind": "openai", "cluster": "mock_provider",
              "host": "mock-b.local", "base_path": "/alt/v1",
@@ -56,6 +60,12 @@ def gateway_config() -> dict:
              "targets": [{"provider": "mock-anthropic", "model": "mock-claude-upstream"}]},
             {"name": "mock-gemini",
              "targets": [{"provider": "mock-gemini", "model": "mock-gemini-upstream"}]},
+            # An OpenAI provider that serves only Chat Completions (Responses
+            # clients are translated), and one that serves only Responses.
+            {"name": "mock-chat-only",
+             "targets": [{"provider": "mock-b", "model": "chat-only-upstream"}]},
+            {"name": "mock-responses",
+             "targets": [{"provider": "mock-responses", "model": "mock-responses-upstream"}]},
         ],
         "limits": {"max_request_body_bytes": BODY_LIMIT},
     }

@@ -64,7 +64,8 @@ def test_models_list_is_local_and_per_key(stack, client):
     assert r.status_code == 200
     assert [m["id"] for m in r.json()["data"]] == ["mock-gpt"]
     ids = [m["id"] for m in client.get("/v1/models", headers=auth()).json()["data"]]
-    assert ids == ["mock-gpt", "weighted", "other", "mock-claude", "mock-gemini"]
+    assert ids == ["mock-gpt", "weighted", "other", "mock-claude", "mock-gemini",
+                   "mock-chat-only", "mock-responses"]
     assert stack.mock.requests() == [], "answered by the filter, not the provider"
 
 

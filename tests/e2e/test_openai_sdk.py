@@ -55,7 +55,8 @@ def test_sdk_tool_call_stream(sdk):
 
 
 def test_sdk_models_and_errors(sdk, stack):
-    assert [m.id for m in sdk.models.list()] == ["mock-gpt", "weighted", "other", "mock-claude", "mock-gemini"]
+    assert [m.id for m in sdk.models.list()] == ["mock-gpt", "weighted", "other", "mock-claude", "mock-gemini",
+                   "mock-chat-only", "mock-responses"]
     with pytest.raises(openai.NotFoundError) as e:
         sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert e.value.code == "model_not_found"

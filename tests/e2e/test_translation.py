@@ -20,7 +20,9 @@ from google.genai import types as gt
 from conftest import TEST_KEY, auth
 
 EXPECTED_8 = "Hello from the Sluice mock provider. This"
-MODELS = ["mock-gpt", "mock-claude", "mock-gemini"]
+# mock-gpt serves Chat Completions and Responses (both passed through);
+# mock-chat-only only Chat Completions; mock-responses only Responses.
+MODELS = ["mock-gpt", "mock-chat-only", "mock-claude", "mock-gemini", "mock-responses"]
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
                   "required": ["city"]}
 PROMPT = "What is the weather in Paris?"
@@ -108,9 +110,34 @@ def run_gemini(stack, model, stream, tools, headers=None):
     return text, calls, finish.value if finish else None
 
 
-CLIENTS = {"openai": run_openai, "anthropic": run_anthropic, "gemini": run_gemini}
-STOP = {"openai": "stop", "anthropic": "end_turn", "gemini": "STOP"}
-TOOL_STOP = {"openai": "tool_calls", "anthropic": "tool_use", "gemini": "STOP"}
+def run_responses(stack, model, stream, tools, headers=None):
+    c = openai.OpenAI(base_url=stack.url + "/v1", api_key=TEST_KEY, max_retries=0, timeout=20,
+                      default_headers=headers or {})
+    kw = {}
+    if tools:
+        kw["tools"] = [{"type": "function", "name": "get_weather",
+                        "description": "Weather for a city", "parameters": WEATHER_SCHEMA}]
+    args = dict(model=model, instructions="Be brief.", input=PROMPT, **kw)
+    if stream:
+        # The SDK's own accumulator validates the event sequence.
+        with c.responses.stream(**args) as s:
+            events = list(s)
+            r = s.get_final_response()
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    else:
+        r = c.responses.create(**args)
+    calls = [(o.name, json.loads(o.arguments)) for o in r.output if o.type == "function_call"]
+    assert all(o.call_id for o in r.output if o.type == "function_call")
+    assert r.usage.output_tokens > 0 and r.usage.input_tokens > 0
+    return r.output_text, calls, r.status
+
+
+CLIENTS = {"openai": run_openai, "anthropic": run_anthropic, "gemini": run_gemini,
+           "responses": run_responses}
+STOP = {"openai": "stop", "anthropic": "end_turn", "gemini": "STOP", "responses": "completed"}
+TOOL_STOP = {"openai": "tool_calls", "anthropic": "tool_use", "gemini": "STOP",
+             "responses": "completed"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])

@@ -50,9 +50,15 @@ pub enum ProvidersCmd {
     Add {
         #[arg(long)]
         name: String,
-        /// openai (any OpenAI-compatible API), anthropic, gemini.
+        /// openai (any OpenAI-compatible API), anthropic, gemini,
+        /// openai-responses (a provider that serves only /responses).
         #[arg(long)]
         kind: String,
+        /// Another client API the provider serves natively, by kind
+        /// (repeatable): `--serves openai-responses` on an openai provider
+        /// passes Responses clients through to its /responses.
+        #[arg(long)]
+        serves: Vec<String>,
         /// e.g. https://api.openai.com/v1, http://10.0.0.5:8000/v1
         #[arg(long)]
         base_url: String,
@@ -200,6 +206,7 @@ pub fn run_providers(c: &Client, cmd: ProvidersCmd) -> Result<(), String> {
             base_url,
             credential_env,
             auth,
+            serves,
         } => {
             let auth = if credential_env.is_none() && auth == "bearer" {
                 sluice_config::ProviderAuth::None
@@ -216,6 +223,10 @@ pub fn run_providers(c: &Client, cmd: ProvidersCmd) -> Result<(), String> {
                 auth,
                 api_key_env: credential_env,
                 api_key_secret: None,
+                serves: serves
+                    .into_iter()
+                    .map(sluice_config::ProviderKind)
+                    .collect(),
             };
             let r: ProviderSet = c.send("PUT", &format!("/v1/providers/{name}"), &spec)?;
             println!(

@@ -348,6 +348,12 @@ pub struct Provider {
     /// `api_key_env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret: Option<String>,
+    /// Other client APIs this provider serves natively, by backend kind
+    /// (`openai-responses` on an `openai` provider that also answers
+    /// `/responses`): their clients are passed through to it, with its
+    /// stored state and built-in tools, instead of translated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<ProviderKind>,
 }
 
 /// How a provider credential is attached to the upstream request.

@@ -34,6 +34,8 @@ pub struct ProviderEntry {
     pub name: String,
     /// What the provider is (its configured `kind`, from the registry).
     pub backend: &'static dyn Backend,
+    /// The other wires it serves natively (`serves`).
+    pub also: Vec<&'static dyn Backend>,
     pub cluster: String,
     pub host: String,
     pub base_path: String,
@@ -42,6 +44,22 @@ pub struct ProviderEntry {
     /// Envoy); None without a credential. An attempt at another provider
     /// of a resilient model removes it (docs/routing.md).
     pub credential_header: Option<String>,
+}
+
+impl ProviderEntry {
+    /// The backend a client of `wire` is served by: the one of that wire
+    /// when the provider serves it natively (passthrough), else its own
+    /// (translated).
+    pub fn backend_for(&self, wire: crate::backend::Wire) -> &'static dyn Backend {
+        if self.backend.wire() == wire {
+            return self.backend;
+        }
+        self.also
+            .iter()
+            .copied()
+            .find(|b| b.wire() == wire)
+            .unwrap_or(self.backend)
+    }
 }
 
 /// The credential header to send, resolved from the VM environment.
@@ -168,24 +186,32 @@ impl Gateway {
         // refuses the configuration.
         let mut resolved = Vec::with_capacity(cfg.providers.len());
         let mut unknown = Vec::new();
-        for (i, p) in cfg.providers.iter().enumerate() {
-            match backends
-                .iter()
-                .copied()
-                .find(|b| b.kind() == p.kind.as_str())
-            {
-                Some(b) => resolved.push(b),
-                None => {
+        let lookup =
+            |kind: &sluice_config::ProviderKind, at: String, unknown: &mut Vec<ConfigError>| {
+                let found = backends.iter().copied().find(|b| b.kind() == kind.as_str());
+                if found.is_none() {
                     let known: Vec<&str> = backends.iter().map(|b| b.kind()).collect();
                     unknown.push(ConfigError::new(
-                        format!("providers[{i}].kind"),
+                        at,
                         format!(
                             "unknown provider kind '{}' (known: {})",
-                            crate::error::truncate(p.kind.as_str(), 64),
+                            crate::error::truncate(kind.as_str(), 64),
                             known.join(", ")
                         ),
                     ));
                 }
+                found
+            };
+        for (i, p) in cfg.providers.iter().enumerate() {
+            let primary = lookup(&p.kind, format!("providers[{i}].kind"), &mut unknown);
+            let mut also = Vec::with_capacity(p.serves.len());
+            for (j, k) in p.serves.iter().enumerate() {
+                if let Some(b) = lookup(k, format!("providers[{i}].serves[{j}]"), &mut unknown) {
+                    also.push(b);
+                }
+            }
+            if let Some(b) = primary {
+                resolved.push((b, also));
             }
         }
         if !unknown.is_empty() {
@@ -200,7 +226,7 @@ impl Gateway {
         };
         let mut provider_index = HashMap::new();
         let mut providers = Vec::with_capacity(cfg.providers.len());
-        for (p, backend) in cfg.providers.into_iter().zip(resolved) {
+        for (p, (backend, also)) in cfg.providers.into_iter().zip(resolved) {
             let credential = match (&p.auth, &p.api_key_env) {
                 // Injected by Envoy (`api_key_secret`), or no credential.
                 (ProviderAuth::None, _) | (_, None) => Credential::None,
@@ -236,6 +262,7 @@ impl Gateway {
             providers.push(Rc::new(ProviderEntry {
                 name: p.name,
                 backend,
+                also,
                 cluster,
                 host,
                 base_path,

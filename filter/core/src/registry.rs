@@ -14,6 +14,7 @@ pub static APIS: &[&dyn ClientApi] = &[
     &crate::openai::api::ChatCompletions,
     &crate::anthropic::api::Messages,
     &crate::gemini::api::GenerateContent,
+    &crate::openai::responses::api::Responses,
 ];
 
 /// An API by name (`openai`, `anthropic`, `gemini`).
@@ -79,6 +80,7 @@ pub static BACKENDS: &[&dyn Backend] = &[
     &crate::openai::backend::OpenAi,
     &crate::anthropic::backend::Anthropic,
     &crate::gemini::backend::Gemini,
+    &crate::openai::responses::backend::OpenAiResponses,
 ];
 
 /// The backend of a configured `kind`.

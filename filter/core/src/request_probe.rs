@@ -28,6 +28,9 @@ struct Probe<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    /// The Responses API's cap.
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
     #[serde(default)]
     n: Option<u64>,
 }
@@ -49,7 +52,8 @@ pub struct RequestProbe<'a> {
     stream_options: Option<&'a RawValue>,
     /// The client asked for the final usage chunk itself.
     pub client_wants_usage: bool,
-    /// `max_completion_tokens` or `max_tokens` (budget estimates).
+    /// `max_completion_tokens`, `max_tokens` or `max_output_tokens`
+    /// (budget estimates).
     pub max_tokens: Option<u64>,
     /// Choices asked for (`n`): each one is billed its own completion.
     pub n: Option<u64>,
@@ -101,7 +105,10 @@ impl<'a> RequestProbe<'a> {
             stream: probe.stream == Some(true),
             stream_options: probe.stream_options,
             client_wants_usage,
-            max_tokens: probe.max_completion_tokens.or(probe.max_tokens),
+            max_tokens: probe
+                .max_completion_tokens
+                .or(probe.max_tokens)
+                .or(probe.max_output_tokens),
             n: probe.n,
         })
     }

@@ -11,6 +11,7 @@ mod anthropic;
 mod gemini;
 mod openai;
 mod replay;
+mod responses;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ use serde_json::{json, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     OpenAi,
+    /// OpenAI's Responses API.
+    Responses,
     Anthropic,
     Gemini,
 }
@@ -167,7 +170,7 @@ fn provider_error_after(
     retry_after: Option<String>,
 ) -> Response {
     let body = match format {
-        Format::OpenAi => openai::error(status, message),
+        Format::OpenAi | Format::Responses => openai::error(status, message),
         Format::Anthropic => anthropic::error(status, message),
         Format::Gemini => gemini::error(status, message),
     };
@@ -182,6 +185,7 @@ impl Format {
     fn name(self) -> &'static str {
         match self {
             Format::OpenAi => "openai",
+            Format::Responses => "openai-responses",
             Format::Anthropic => "anthropic",
             Format::Gemini => "gemini",
         }
@@ -226,6 +230,9 @@ fn classify(path: &str) -> Option<(Format, Option<String>, bool)> {
     }
     if path.ends_with("/messages") {
         return Some((Format::Anthropic, None, false));
+    }
+    if path.ends_with("/responses") {
+        return Some((Format::Responses, None, false));
     }
     // /v1beta/models/M:generateContent, /v1/models/M:..., and Vertex
     // /v1/projects/P/locations/L/publishers/google/models/M:...
@@ -355,16 +362,19 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
             .min(100_000),
         max_tokens: match format {
             Format::OpenAi => openai::max_tokens(&req),
+            Format::Responses => responses::max_tokens(&req),
             Format::Anthropic => req.get("max_tokens").and_then(Value::as_u64),
             Format::Gemini => gemini::max_tokens(&req),
         },
         tools: match format {
             Format::OpenAi => openai::offered_tools(&req),
+            Format::Responses => responses::offered_tools(&req),
             Format::Anthropic => anthropic::offered_tools(&req),
             Format::Gemini => gemini::offered_tools(&req),
         },
         no_tool_call: match format {
             Format::OpenAi => openai::no_tool_call(&req),
+            Format::Responses => responses::no_tool_call(&req),
             Format::Anthropic => anthropic::no_tool_call(&req),
             Format::Gemini => gemini::no_tool_call(&req),
         },
@@ -382,6 +392,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     if !stream {
         let body = match format {
             Format::OpenAi => openai::response(&a),
+            Format::Responses => responses::response(&a),
             Format::Anthropic => anthropic::response(&a),
             Format::Gemini => gemini::response(&a),
         };
@@ -400,6 +411,10 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
             f.push(openai::DONE.to_string());
             f
         }
+        Format::Responses => responses::stream_events(&a)
+            .iter()
+            .map(|(ev, p)| responses::frame(ev, &p.to_string()))
+            .collect(),
         Format::Anthropic => anthropic::stream_events(&a)
             .iter()
             .map(|(ev, p)| anthropic::frame(ev, &p.to_string()))
@@ -412,8 +427,16 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     if let Some(n) = error_after {
         frames.truncate(n);
         let msg = "mock: upstream failed mid-stream";
+        if format == Format::Responses {
+            for (ev, p) in responses::failure(&a, 500, msg, n) {
+                frames.push(responses::frame(&ev, &p.to_string()));
+            }
+            return sse_response(frames, delay);
+        }
         frames.push(match format {
-            Format::OpenAi => openai::frame(&openai::error(500, msg).to_string()),
+            Format::OpenAi | Format::Responses => {
+                openai::frame(&openai::error(500, msg).to_string())
+            }
             Format::Anthropic => anthropic::frame("error", &anthropic::error(529, msg).to_string()),
             Format::Gemini => gemini::frame(&gemini::error(500, msg).to_string()),
         });

@@ -29,13 +29,17 @@ pub fn respond(
             frames.push(match format {
                 Format::OpenAi => openai::frame(line),
                 Format::Gemini => gemini::frame(line),
-                Format::Anthropic => {
+                Format::Anthropic | Format::Responses => {
                     // The recording keeps only payloads; the event name is
                     // the payload's `type`.
                     let v: Value = serde_json::from_str(line)
                         .map_err(|e| format!("mock: bad recording line: {e}"))?;
                     let ev = v.get("type").and_then(Value::as_str).unwrap_or("message");
-                    anthropic::frame(ev, line)
+                    if format == Format::Responses {
+                        crate::responses::frame(ev, line)
+                    } else {
+                        anthropic::frame(ev, line)
+                    }
                 }
             });
         }

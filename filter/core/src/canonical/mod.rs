@@ -120,6 +120,11 @@ pub struct Request {
     /// Fields of the caller's dialect the model has no place for; they are
     /// reported in `x-sluice-warnings` (or the request rejected).
     pub unmapped: Vec<String>,
+    /// What only a provider of the caller's own wire can serve (stored
+    /// state, built-in tools, file or audio inputs), each named for the
+    /// error: passed through it works; translated, the request is refused
+    /// with a 400 rather than answered without it.
+    pub untranslatable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -166,12 +166,12 @@ impl Attempt {
             .provider
             .as_deref()
             .ok_or_else(|| GatewayError::unavailable("no provider"))?;
-        let backend = provider.backend;
         let model = self.upstream_model.as_str();
         let index = self.index;
         // Encoded inside the plan (the canonical request lives there);
         // what leaves is the body and what the forward needs.
         let encoded = plans::with_plan(self.plan, |plan| {
+            let backend = provider.backend_for(plan.api.wire());
             let translating = plan.api.wire() != backend.wire();
             let mut warnings = Default::default();
             let body = if translating {
@@ -195,10 +195,16 @@ impl Attempt {
             if let Some(a) = plan.attempts.get_mut(index) {
                 a.warnings = warnings;
             }
-            Ok::<_, GatewayError>((body, translating, plan.stream, plan.client_version_missing))
+            Ok::<_, GatewayError>((
+                body,
+                backend,
+                translating,
+                plan.stream,
+                plan.client_version_missing,
+            ))
         })
         .ok_or_else(|| GatewayError::unavailable("The request's plan is gone."))??;
-        let (body, translating, stream, version_missing) = encoded;
+        let (body, backend, translating, stream, version_missing) = encoded;
         let mut f = super::upstream::forward(
             backend,
             translating,

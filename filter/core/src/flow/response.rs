@@ -166,16 +166,22 @@ impl Flow {
                     .collect();
                 parts.join(", ")
             };
-            let fallback_backend = p.targets.first().map(|t| t.provider.backend);
+            let fallback_backend = p
+                .targets
+                .first()
+                .map(|t| t.provider.backend_for(p.api.wire()));
             match answering.and_then(|a| Some((a, p.targets.get(a.target)?))) {
                 Some((a, t)) => match &a.local_error {
-                    Some(e) => (count, Err((e.clone(), Some(t.provider.backend)))),
+                    Some(e) => (
+                        count,
+                        Err((e.clone(), Some(t.provider.backend_for(p.api.wire())))),
+                    ),
                     None => (
                         count,
                         Ok((
                             t.provider.name.clone(),
                             t.upstream_model.clone(),
-                            t.provider.backend,
+                            t.provider.backend_for(p.api.wire()),
                             t.price,
                             a.warnings.clone(),
                         )),

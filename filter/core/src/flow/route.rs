@@ -144,12 +144,12 @@ impl Flow {
         let provider = gw
             .provider(target.provider)
             .ok_or_else(|| GatewayError::unavailable("The model's provider is not configured."))?;
-        let route = Route::new(self.api, provider.backend);
+        let route = Route::new(self.api, provider.backend_for(self.api.wire()));
         // Whether any target needs the request translated.
         let translating = if resilient {
             model.targets.iter().any(|t| {
                 gw.provider(t.provider)
-                    .is_some_and(|p| p.backend.wire() != self.api.wire())
+                    .is_some_and(|p| p.backend_for(self.api.wire()).wire() != self.api.wire())
             })
         } else {
             self.record.provider = Some(provider.name.clone());
@@ -272,9 +272,10 @@ impl Flow {
             })?;
             // Refused up front if any target could not carry it: which
             // target answers must not change what the request means.
-            if provider.backend.wire() != self.api.wire() {
+            let backend = provider.backend_for(self.api.wire());
+            if backend.wire() != self.api.wire() {
                 if let Some(req) = &canonical {
-                    refuse_untranslatable(req, provider.backend.kind())?;
+                    refuse_untranslatable(req, backend.kind())?;
                 }
             }
             targets.push(PlannedTarget {
@@ -289,7 +290,7 @@ impl Flow {
             .ok_or_else(|| GatewayError::invalid_request("no endpoint"))?;
         let passthrough = targets
             .iter()
-            .any(|t| t.provider.backend.wire() == self.api.wire());
+            .any(|t| t.provider.backend_for(self.api.wire()).wire() == self.api.wire());
         let ticket = plans::register(Plan {
             body: passthrough.then(|| body.to_vec()),
             api: self.api,
@@ -356,6 +357,12 @@ fn refuse_untranslatable(req: &Request, kind: &str) -> Result<(), GatewayError> 
             kind
         ))
         .with_param("n"));
+    }
+    if let Some(what) = req.untranslatable.first() {
+        return Err(GatewayError::invalid_request(format!(
+            "This request uses {what}, which only the client API's own kind of provider serves; \
+             this model is served by a {kind} provider."
+        )));
     }
     for field in &req.unmapped {
         if field.contains("server tool") {

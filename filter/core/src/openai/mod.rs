@@ -6,6 +6,7 @@ pub mod backend;
 pub mod errors;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 pub mod types;
 pub mod usage;

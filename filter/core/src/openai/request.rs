@@ -102,7 +102,9 @@ fn bad(msg: &str, param: &'static str) -> GatewayError {
     GatewayError::invalid_request(msg).with_param(param)
 }
 
-fn content_parts(c: Option<Content>) -> Vec<Part> {
+/// Content parts → canonical parts; file and audio parts, which only an
+/// OpenAI provider reads, are named in `untranslatable`.
+fn content_parts(c: Option<Content>, untranslatable: &mut Vec<String>) -> Vec<Part> {
     match c {
         None => Vec::new(),
         Some(Content::Text(t)) if t.is_empty() => Vec::new(),
@@ -114,7 +116,18 @@ fn content_parts(c: Option<Content>) -> Vec<Part> {
                 ContentPart::ImageUrl { image_url } => {
                     Some(Part::Image(image_from_url(&image_url.url)))
                 }
-                ContentPart::Unsupported => None,
+                ContentPart::File {} => {
+                    untranslatable.push("a 'file' content part".into());
+                    None
+                }
+                ContentPart::InputAudio {} => {
+                    untranslatable.push("an 'input_audio' content part".into());
+                    None
+                }
+                ContentPart::Unsupported => {
+                    untranslatable.push("a content part of an unknown type".into());
+                    None
+                }
             })
             .collect(),
     }
@@ -123,14 +136,14 @@ fn content_parts(c: Option<Content>) -> Vec<Part> {
 fn decode_message(m: types::ChatMessage, out: &mut Request) -> Result<(), GatewayError> {
     match m.role.as_str() {
         "system" | "developer" => {
-            let t = text_of(&content_parts(m.content));
+            let t = text_of(&content_parts(m.content, &mut out.untranslatable));
             if !t.is_empty() {
                 out.system.push(t);
             }
         }
         "user" => out.messages.push(Message {
             role: Role::User,
-            parts: content_parts(m.content),
+            parts: content_parts(m.content, &mut out.untranslatable),
         }),
         "assistant" => {
             let mut parts = Vec::new();
@@ -140,7 +153,7 @@ fn decode_message(m: types::ChatMessage, out: &mut Request) -> Result<(), Gatewa
                     signature: None,
                 });
             }
-            parts.extend(content_parts(m.content));
+            parts.extend(content_parts(m.content, &mut out.untranslatable));
             for c in m.tool_calls.unwrap_or_default() {
                 parts.push(Part::ToolCall {
                     id: c.id,
@@ -161,7 +174,7 @@ fn decode_message(m: types::ChatMessage, out: &mut Request) -> Result<(), Gatewa
             let result = Part::ToolResult {
                 call_id,
                 name,
-                content: content_parts(m.content),
+                content: content_parts(m.content, &mut out.untranslatable),
                 is_error: false,
             };
             // Consecutive tool results belong to one user turn.

@@ -79,6 +79,10 @@ pub enum ContentPart {
     ImageUrl {
         image_url: ImageUrl,
     },
+    /// A document (PDF) inline or by file id: read only to be refused when
+    /// translated (docs/translation.md).
+    File {},
+    InputAudio {},
     #[serde(other)]
     Unsupported,
 }

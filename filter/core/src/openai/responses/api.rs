@@ -1,0 +1,90 @@
+//! OpenAI Responses as a client API (`POST /v1/responses`).
+
+use serde_json::Value;
+
+use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
+use crate::canonical::{ProviderError, Request, Response};
+use crate::error::GatewayError;
+use crate::request_probe::RequestProbe;
+
+#[derive(Debug)]
+pub struct Responses;
+
+const PATH: &str = "/v1/responses";
+
+impl ClientApi for Responses {
+    fn name(&self) -> &'static str {
+        "openai-responses"
+    }
+
+    fn wire(&self) -> Wire {
+        super::WIRE
+    }
+
+    fn claims(&self, path: &str, _head: &RequestHead<'_>) -> bool {
+        path == PATH || path.starts_with("/v1/responses/")
+    }
+
+    fn paths(&self) -> &'static [&'static str] {
+        &[PATH]
+    }
+
+    fn endpoint(
+        &self,
+        method: &str,
+        path: &str,
+        _full_path: &str,
+    ) -> Option<Result<EndpointMatch, GatewayError>> {
+        (method == "POST" && path == PATH).then(|| Ok(EndpointMatch::default()))
+    }
+
+    fn decode_request(&self, body: &[u8], _ep: &Endpoint) -> Result<Request, GatewayError> {
+        super::request::decode(body)
+    }
+
+    /// Only `model` changes: a Responses stream always ends with its usage.
+    fn rewrite_passthrough(
+        &self,
+        body: &[u8],
+        probe: Option<&RequestProbe<'_>>,
+        upstream_model: &str,
+    ) -> Vec<u8> {
+        match probe {
+            Some(p) => p.rewrite_with(upstream_model, false),
+            None => body.to_vec(),
+        }
+    }
+
+    fn encode_response(&self, r: &Response) -> Vec<u8> {
+        super::response::encode(r)
+    }
+
+    fn encode_error(&self, e: &ProviderError) -> (u16, Vec<u8>) {
+        crate::openai::response::encode_error(e)
+    }
+
+    fn render_error(&self, e: &GatewayError) -> Vec<u8> {
+        crate::openai::errors::render(e)
+    }
+
+    fn stream_encoder(
+        &self,
+        model: &str,
+        created: u64,
+        _include_usage: bool,
+    ) -> Box<dyn StreamEncoder> {
+        Box::new(super::stream::Encoder::new(model, created))
+    }
+
+    fn stream_error_event(&self) -> Option<&'static str> {
+        Some("error")
+    }
+
+    fn model_object(&self, name: &str) -> Value {
+        crate::openai::api::ChatCompletions.model_object(name)
+    }
+
+    fn models_list(&self, models: Vec<Value>) -> Value {
+        crate::openai::api::ChatCompletions.models_list(models)
+    }
+}
