@@ -70,7 +70,7 @@ def test_models_list_is_local_and_per_key(stack, client):
 
 
 def test_unknown_paths_are_openai_404(client):
-    assert_openai_error(client.post("/v1/embeddings", json={}, headers=auth()), 404, "not_found")
+    assert_openai_error(client.post("/v1/images/edits", json={}, headers=auth()), 404, "not_found")
     assert_openai_error(client.get("/", headers=auth()), 404, "not_found")
 
 

@@ -26,9 +26,9 @@ pub fn insert_usage(
         "INSERT OR IGNORE INTO usage (id, ts, node, key_id, model, provider,
            upstream_model, client_dialect, stream, prompt_tokens, completion_tokens,
            cached_tokens, cost_usd, status, error, usage_source, latency_ms, ttft_ms,
-           request_id, cache_creation_tokens, attempts)
+           request_id, cache_creation_tokens, attempts, operation)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-           ?18, ?19, ?20, ?21)",
+           ?18, ?19, ?20, ?21, ?22)",
         params![
             id,
             ts,
@@ -53,7 +53,8 @@ pub fn insert_usage(
             // A resilient model's request: its attempts, in order.
             (!u.attempts.is_empty())
                 .then(|| serde_json::to_string(&u.attempts).ok())
-                .flatten()
+                .flatten(),
+            u.operation
         ],
     )?;
     Ok(n > 0)

@@ -128,6 +128,10 @@ ALTER TABLE usage ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE models ADD COLUMN policy TEXT;
 ALTER TABLE usage ADD COLUMN attempts TEXT;
 "#,
+    // What a request did besides generating (token counting, embeddings).
+    r#"
+ALTER TABLE usage ADD COLUMN operation TEXT;
+"#,
 ];
 
 /// A JSON setting (`capture`, `shadow`), if set.

@@ -56,6 +56,7 @@ pub fn recognize<'p>(method: &str, path: &'p str, full_path: &str) -> Recognized
             return match found {
                 Ok(m) => Recognized::Generate(Endpoint {
                     api,
+                    op: m.op,
                     model: m.model,
                     stream: m.stream,
                 }),

@@ -102,6 +102,10 @@ pub struct UsageRecord {
     /// one with a status answered (`provider` names it). Empty otherwise
     /// (one attempt, at `provider`).
     pub attempts: Vec<Attempt>,
+    /// What the request did besides generating: `count_tokens` or
+    /// `embeddings` (absent: a model's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Cow<'static, str>>,
 }
 
 impl UsageRecord {
@@ -153,6 +157,9 @@ impl UsageRecord {
         }
         if !self.attempts.is_empty() {
             w.attempts(&self.attempts);
+        }
+        if let Some(op) = &self.operation {
+            w.str("operation", op);
         }
         w.finish()
     }
@@ -273,6 +280,7 @@ mod tests {
             role: None,
             digest: None,
             attempts: Vec::new(),
+            operation: Some("embeddings".into()),
         };
         let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -300,6 +308,7 @@ mod tests {
             "config_version",
             "vm",
             "seq",
+            "operation",
         ];
         want.sort_unstable();
         assert_eq!(keys, want);
@@ -380,6 +389,7 @@ mod tests {
             role: Some("primary".into()),
             digest: Some("abc".into()),
             attempts: Vec::new(),
+            operation: None,
         };
         assert_eq!(UsageRecord::from_json(&r.to_json()).unwrap(), r);
         assert_eq!(r.sequence(), Some(("n/1", 9)));

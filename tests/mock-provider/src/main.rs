@@ -10,6 +10,7 @@ mod answer;
 mod anthropic;
 mod gemini;
 mod openai;
+mod ops;
 mod replay;
 mod responses;
 
@@ -293,6 +294,17 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 
     let Some((format, path_model, path_stream)) = classify(&path) else {
+        if parts.method == Method::POST {
+            if let Some(want) = &state.opts.require_key {
+                if presented_key(&parts.headers, &query) != Some(want.as_str()) {
+                    return provider_error(Format::OpenAi, 401, "mock: invalid provider API key");
+                }
+            }
+            let req = parsed.clone().unwrap_or(Value::Null);
+            if let Some((status, body)) = ops::respond(&path, &req, body.len()) {
+                return json_response(status, &body, &[]);
+            }
+        }
         return json_response(
             404,
             &json!({"error": {"message": format!("mock: no route for {path}")}}),

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
+use crate::api::{
+    ClientApi, Endpoint, EndpointMatch, Operation, RequestHead, StreamEncoder, TokenCountApi, Wire,
+};
 use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
@@ -23,11 +25,11 @@ impl ClientApi for Messages {
 
     /// Anthropic's SDKs always send `anthropic-version`.
     fn claims(&self, path: &str, head: &RequestHead<'_>) -> bool {
-        path == PATH || head.anthropic_version.is_some()
+        path == PATH || path == super::count_tokens::PATH || head.anthropic_version.is_some()
     }
 
     fn paths(&self) -> &'static [&'static str] {
-        &[PATH]
+        &[PATH, super::count_tokens::PATH]
     }
 
     fn endpoint(
@@ -36,7 +38,15 @@ impl ClientApi for Messages {
         path: &str,
         _full_path: &str,
     ) -> Option<Result<EndpointMatch, GatewayError>> {
-        (method == "POST" && path == PATH).then(|| Ok(EndpointMatch::default()))
+        let op = match path {
+            PATH => Operation::Generate,
+            super::count_tokens::PATH => Operation::CountTokens,
+            _ => return None,
+        };
+        (method == "POST").then_some(Ok(EndpointMatch {
+            op,
+            ..EndpointMatch::default()
+        }))
     }
 
     fn decode_request(&self, body: &[u8], _ep: &Endpoint) -> Result<Request, GatewayError> {
@@ -89,5 +99,9 @@ impl ClientApi for Messages {
         let first = models.first().map(|m| m["id"].clone());
         let last = models.last().map(|m| m["id"].clone());
         json!({"data": models, "has_more": false, "first_id": first, "last_id": last})
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountApi> {
+        Some(&super::count_tokens::Api)
     }
 }

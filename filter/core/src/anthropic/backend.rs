@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use sluice_records::TokenUsage;
 
-use crate::backend::{Backend, FrameUsage, StreamDecoder, UsageMeter, Wire};
+use crate::backend::{Backend, FrameUsage, StreamDecoder, TokenCountBackend, UsageMeter, Wire};
 use crate::canonical::{ProviderError, Request, Response, StreamEvent, Warnings};
 use crate::framing::Frame;
 
@@ -72,6 +72,10 @@ impl Backend for Anthropic {
                     .and_then(|p| p.usage)
                     .map(|u| super::response::usage_from(&u))
             })
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountBackend> {
+        Some(&super::count_tokens::Backend)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod count_tokens;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::canonical::embeddings::{EmbedRequest, EmbedResponse};
 use crate::canonical::{ProviderError, Request, Response, StreamEvent};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
@@ -23,10 +24,35 @@ pub use head::RequestHead;
 /// passthrough).
 pub type Wire = crate::backend::Wire;
 
+/// What an endpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// A model's answer (chat, messages, generateContent, responses).
+    #[default]
+    Generate,
+    /// How many input tokens a request would have (Anthropic
+    /// `count_tokens`, Gemini `countTokens`, OpenAI `input_tokens`).
+    CountTokens,
+    /// Embeddings of the inputs.
+    Embed,
+}
+
+impl Operation {
+    /// Its name in usage records (`operation`; generation has none).
+    pub fn record_name(self) -> Option<&'static str> {
+        match self {
+            Operation::Generate => None,
+            Operation::CountTokens => Some("count_tokens"),
+            Operation::Embed => Some("embeddings"),
+        }
+    }
+}
+
 /// An endpoint a request hit.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub api: &'static dyn ClientApi,
+    pub op: Operation,
     /// The model, when the API carries it in the URL (Gemini); otherwise it
     /// is in the body.
     pub model: Option<String>,
@@ -39,6 +65,7 @@ pub struct Endpoint {
 pub struct EndpointMatch {
     pub model: Option<String>,
     pub stream: bool,
+    pub op: Operation,
 }
 
 pub trait ClientApi: Sync + fmt::Debug {
@@ -91,6 +118,30 @@ pub trait ClientApi: Sync + fmt::Debug {
     fn model_object(&self, name: &str) -> Value;
     /// The `GET /v1/models` body around its entries.
     fn models_list(&self, models: Vec<Value>) -> Value;
+    /// Token counting in this API's shape, if it has the endpoint.
+    fn token_count(&self) -> Option<&'static dyn TokenCountApi> {
+        None
+    }
+    /// Embeddings in this API's shape, if it has the endpoint.
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsApi> {
+        None
+    }
+}
+
+/// A client API's token-counting endpoint.
+pub trait TokenCountApi: Sync + fmt::Debug {
+    /// The request whose input is counted, as canonical (messages, system,
+    /// tools).
+    fn decode(&self, body: &[u8], ep: &Endpoint) -> Result<Request, GatewayError>;
+    /// The answer for `input_tokens`.
+    fn encode(&self, input_tokens: u64) -> Vec<u8>;
+}
+
+/// A client API's embeddings endpoint.
+pub trait EmbeddingsApi: Sync + fmt::Debug {
+    fn decode(&self, body: &[u8], ep: &Endpoint) -> Result<EmbedRequest, GatewayError>;
+    /// The answer (`model`: the name the client asked for).
+    fn encode(&self, r: &EmbedResponse, req: &EmbedRequest, model: &str) -> Vec<u8>;
 }
 
 /// Canonical events → one client's stream bytes.

@@ -12,6 +12,7 @@ use std::fmt;
 
 use sluice_records::TokenUsage;
 
+use crate::canonical::embeddings::{EmbedRequest, EmbedResponse};
 use crate::canonical::{ProviderError, Request, Response, StreamEvent, Warnings};
 use crate::framing::{Frame, Framing};
 
@@ -52,6 +53,36 @@ pub trait Backend: Sync + fmt::Debug {
     fn usage_meter(&self) -> Box<dyn UsageMeter>;
     /// Usage of a whole passthrough response body.
     fn body_usage(&self, body: &[u8]) -> Option<TokenUsage>;
+    /// The provider's token-counting endpoint, if it has one.
+    fn token_count(&self) -> Option<&'static dyn TokenCountBackend> {
+        None
+    }
+    /// The provider's embeddings endpoint, if it has one.
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsBackend> {
+        None
+    }
+}
+
+/// A provider's token-counting endpoint (same-wire clients only: another
+/// API's request is counted by the gateway).
+pub trait TokenCountBackend: Sync + fmt::Debug {
+    fn upstream_path(&self, base_path: &str, upstream_model: &str) -> String;
+}
+
+/// A provider's embeddings endpoint.
+pub trait EmbeddingsBackend: Sync + fmt::Debug {
+    /// `single`: a same-API client's one-input call (Gemini
+    /// `embedContent`); translated requests are always batches.
+    fn upstream_path(&self, base_path: &str, upstream_model: &str, single: bool) -> String;
+    /// The request body; `Err` names what this provider cannot embed.
+    fn encode(
+        &self,
+        req: &EmbedRequest,
+        upstream_model: &str,
+        warnings: &mut Warnings,
+    ) -> Result<Vec<u8>, String>;
+    /// A whole (2xx) answer; `None` if unreadable.
+    fn decode(&self, body: &[u8]) -> Option<EmbedResponse>;
 }
 
 /// Frames of one streamed answer → canonical events.

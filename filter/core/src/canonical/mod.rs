@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use sluice_records::TokenUsage;
 
+pub mod embeddings;
 pub mod parts;
 pub mod warnings;
 

@@ -19,6 +19,7 @@
 mod admission;
 pub mod attempt;
 mod capture;
+mod operations;
 mod response;
 mod route;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use crate::guardrails::{Blocked, Hit};
 use crate::registry::Recognized;
 
 pub use crate::api::RequestHead;
+pub use operations::TOKEN_COUNT_HEADER;
 pub use upstream::CLUSTER_HEADER;
 
 /// Bytes of the client's `x-request-id` kept in the usage record.
@@ -118,6 +120,14 @@ impl Forward<'_> {
         }
         out
     }
+}
+
+/// Where a request body's path ends: upstream, or answered by the gateway
+/// (a token count it made itself).
+#[derive(Debug)]
+enum Routed<'g> {
+    Forward(Forward<'g>),
+    Answer(LocalReply),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -217,6 +227,8 @@ pub struct Flow {
     /// A resilient model's request: its plan, read by the attempts (the
     /// route is known once one answered).
     plan: Option<crate::resilience::plans::Ticket>,
+    /// An embeddings request: what its answer needs.
+    embed: Option<operations::EmbedCtx>,
 }
 
 fn blocked(b: &Blocked) -> GatewayError {
@@ -251,6 +263,7 @@ impl Flow {
             response: response::ResponseState::default(),
             capture: capture::CaptureState::default(),
             plan: None,
+            embed: None,
         }
     }
 
@@ -366,7 +379,11 @@ impl Flow {
         let body = read().unwrap_or_default();
         self.start_capture(gw, &body);
         match self.route_request(gw, shared, &body) {
-            Ok(f) => {
+            Ok(Routed::Answer(r)) => {
+                self.capture.local_reply(&r);
+                BodyStep::Reply(r)
+            }
+            Ok(Routed::Forward(f)) => {
                 self.phase = Phase::Upstream;
                 self.forwarded(gw, &f);
                 BodyStep::Forward(f)
@@ -433,6 +450,7 @@ impl Flow {
     fn billed(&self) -> Option<(TokenUsage, &'static str)> {
         let r = &self.response;
         match r.usage {
+            Some(u) if r.usage_estimated => Some((u, "estimated")),
             Some(u) => Some((u, "provider")),
             None if !r.output_text.is_empty() || r.stream_events > 0 => {
                 let completion = if r.output_text.is_empty() {

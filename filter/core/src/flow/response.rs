@@ -59,6 +59,9 @@ pub(super) struct ResponseState {
     /// A passthrough stream carried the provider's error event: it failed
     /// mid-way, so it is not `completed`.
     pub stream_failed: bool,
+    /// `usage` is the gateway's count (embeddings the provider did not
+    /// count), not the provider's.
+    pub usage_estimated: bool,
 }
 
 impl Flow {
@@ -492,6 +495,9 @@ impl Flow {
     }
 
     fn finish_buffered(&mut self, route: Route, body: &[u8]) -> ResponseBodyStep {
+        if let Some(step) = self.finish_embeddings(route, body) {
+            return step;
+        }
         let status = self.record.status;
         if !route.translating() {
             if (200..300).contains(&status) {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::{blocked, Flow, Forward, Route};
+use super::{blocked, Flow, Forward, Route, Routed};
 use crate::budget::SharedStore;
 use crate::canonical::{Request, Warnings};
 use crate::error::GatewayError;
@@ -23,7 +23,7 @@ impl Flow {
         gw: &'g Gateway,
         shared: &dyn SharedStore,
         body: &[u8],
-    ) -> Result<Forward<'g>, GatewayError> {
+    ) -> Result<Routed<'g>, GatewayError> {
         // The `model` probe, parsed once: guardrail scoping needs the model
         // before routing does, and routing reuses it unless a mask changed
         // the body.
@@ -72,7 +72,7 @@ impl Flow {
         shared: &dyn SharedStore,
         body: &'b [u8],
         probe: Option<Result<RequestProbe<'b>, GatewayError>>,
-    ) -> Result<Forward<'g>, GatewayError> {
+    ) -> Result<Routed<'g>, GatewayError> {
         let endpoint = self
             .endpoint
             .clone()
@@ -144,6 +144,15 @@ impl Flow {
         let provider = gw
             .provider(target.provider)
             .ok_or_else(|| GatewayError::unavailable("The model's provider is not configured."))?;
+        if endpoint.op != crate::api::Operation::Generate {
+            let t = super::operations::Target {
+                key,
+                model,
+                target,
+                provider,
+            };
+            return self.route_operation(gw, shared, body, probe, &endpoint, t);
+        }
         let route = Route::new(self.api, provider.backend_for(self.api.wire()));
         // Whether any target needs the request translated.
         let translating = if resilient {
@@ -229,7 +238,9 @@ impl Flow {
         )?;
 
         if let Some(res) = &model.resilience {
-            return self.plan(gw, model, res, canonical, stream, body);
+            return self
+                .plan(gw, model, res, canonical, stream, body)
+                .map(Routed::Forward);
         }
         let new_body = if route.translating() {
             // Decoded above whenever the request is translated.
@@ -251,6 +262,7 @@ impl Flow {
             self.client_version_missing,
             new_body,
         )
+        .map(Routed::Forward)
     }
 
     /// A resilient model's request: the plan its attempts will read (each
@@ -350,7 +362,7 @@ impl Flow {
 
 /// Refuses what a translation to `kind` cannot carry without changing the
 /// meaning.
-fn refuse_untranslatable(req: &Request, kind: &str) -> Result<(), GatewayError> {
+pub(super) fn refuse_untranslatable(req: &Request, kind: &str) -> Result<(), GatewayError> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(GatewayError::invalid_request(format!(
             "Only one choice per request can be translated to a {} provider (n > 1).",

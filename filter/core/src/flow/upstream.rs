@@ -83,6 +83,26 @@ pub(crate) fn forward<'g>(
     body: Vec<u8>,
 ) -> Result<Forward<'g>, GatewayError> {
     let upstream_path = backend.upstream_path(&provider.base_path, upstream_model, stream);
+    forward_at(
+        upstream_path,
+        backend,
+        translating,
+        provider,
+        client_version_missing,
+        body,
+    )
+}
+
+/// As `forward`, to a path of the caller's choosing (token counting and
+/// embeddings endpoints).
+pub(crate) fn forward_at<'g>(
+    upstream_path: String,
+    backend: &'static dyn Backend,
+    translating: bool,
+    provider: &'g ProviderEntry,
+    client_version_missing: bool,
+    body: Vec<u8>,
+) -> Result<Forward<'g>, GatewayError> {
     let mut set = Vec::with_capacity(6);
     set.push((":path", Cow::Owned(upstream_path)));
     set.push((":authority", Cow::Borrowed(provider.host.as_str())));

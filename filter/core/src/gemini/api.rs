@@ -3,7 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
+use crate::api::{
+    ClientApi, EmbeddingsApi, Endpoint, EndpointMatch, Operation, RequestHead, StreamEncoder,
+    TokenCountApi, Wire,
+};
 use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
@@ -52,19 +55,22 @@ impl ClientApi for GenerateContent {
             return None;
         }
         let (model, action) = endpoint_parts(path)?;
-        let stream = match action {
-            "generateContent" => false,
+        let (stream, op) = match action {
+            "generateContent" => (false, Operation::Generate),
+            "countTokens" => (false, Operation::CountTokens),
+            "embedContent" | "batchEmbedContents" => (false, Operation::Embed),
             "streamGenerateContent" if !query_has(full_path, "alt=sse") => {
                 return Some(Err(GatewayError::invalid_request(
                     "streamGenerateContent is served as server-sent events only: add ?alt=sse.",
                 )))
             }
-            "streamGenerateContent" => true,
+            "streamGenerateContent" => (true, Operation::Generate),
             _ => return None,
         };
         Some(Ok(EndpointMatch {
             model: Some(model.to_string()),
             stream,
+            op,
         }))
     }
 
@@ -110,5 +116,13 @@ impl ClientApi for GenerateContent {
 
     fn models_list(&self, models: Vec<Value>) -> Value {
         json!({"models": models})
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountApi> {
+        Some(&super::count_tokens::Api)
+    }
+
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsApi> {
+        Some(&super::embeddings::Api)
     }
 }

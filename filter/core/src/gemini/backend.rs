@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use sluice_records::TokenUsage;
 
-use crate::backend::{Backend, FrameUsage, StreamDecoder, UsageMeter, Wire};
+use crate::backend::{
+    Backend, EmbeddingsBackend, FrameUsage, StreamDecoder, TokenCountBackend, UsageMeter, Wire,
+};
 use crate::canonical::{ProviderError, Request, Response, Warnings};
 use crate::framing::Frame;
 
@@ -76,6 +78,14 @@ impl Backend for Gemini {
             .and_then(|raw| serde_json::from_slice(raw).ok())
             .map(|u| super::response::usage_from(&u))
             .or_else(|| probe_usage(body))
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountBackend> {
+        Some(&super::count_tokens::Backend)
+    }
+
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsBackend> {
+        Some(&super::embeddings::Backend)
     }
 }
 

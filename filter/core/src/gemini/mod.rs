@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod backend;
+pub mod count_tokens;
+pub mod embeddings;
 pub mod json_path;
 pub mod request;
 pub mod response;

@@ -3,7 +3,9 @@
 use serde_json::{json, Value};
 
 use crate::api::Endpoint;
-use crate::api::{ClientApi, EndpointMatch, RequestHead, StreamEncoder, Wire};
+use crate::api::{
+    ClientApi, EmbeddingsApi, EndpointMatch, Operation, RequestHead, StreamEncoder, Wire,
+};
 use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
@@ -28,7 +30,7 @@ impl ClientApi for ChatCompletions {
     }
 
     fn paths(&self) -> &'static [&'static str] {
-        &[PATH]
+        &[PATH, super::embeddings::PATH]
     }
 
     fn endpoint(
@@ -37,7 +39,15 @@ impl ClientApi for ChatCompletions {
         path: &str,
         _full_path: &str,
     ) -> Option<Result<EndpointMatch, GatewayError>> {
-        (method == "POST" && path == PATH).then(|| Ok(EndpointMatch::default()))
+        let op = match path {
+            PATH => Operation::Generate,
+            super::embeddings::PATH => Operation::Embed,
+            _ => return None,
+        };
+        (method == "POST").then_some(Ok(EndpointMatch {
+            op,
+            ..EndpointMatch::default()
+        }))
     }
 
     fn decode_request(&self, body: &[u8], _ep: &Endpoint) -> Result<Request, GatewayError> {
@@ -85,5 +95,9 @@ impl ClientApi for ChatCompletions {
 
     fn models_list(&self, models: Vec<Value>) -> Value {
         json!({"object": "list", "data": models})
+    }
+
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsApi> {
+        Some(&super::embeddings::Api)
     }
 }

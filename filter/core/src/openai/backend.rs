@@ -2,7 +2,7 @@
 
 use sluice_records::TokenUsage;
 
-use crate::backend::{Backend, FrameUsage, StreamDecoder, UsageMeter, Wire};
+use crate::backend::{Backend, EmbeddingsBackend, FrameUsage, StreamDecoder, UsageMeter, Wire};
 use crate::canonical::{ProviderError, Request, Response, Warnings};
 use crate::framing::Frame;
 
@@ -57,6 +57,10 @@ impl Backend for OpenAi {
         crate::json_splice::top_level_member(body, b"usage")
             .and_then(super::usage::from_usage_object)
             .or_else(|| super::usage::from_response(body))
+    }
+
+    fn embeddings(&self) -> Option<&'static dyn EmbeddingsBackend> {
+        Some(&super::embeddings::Backend)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod embeddings;
 pub mod errors;
 pub mod request;
 pub mod response;

@@ -43,7 +43,7 @@ fn models_list_is_per_key() {
 fn unknown_paths_and_methods() {
     let g = gw();
     let (s, v) = reply_json(
-        Flow::new(0).on_request_headers(&g, &head("POST", "/v1/embeddings", Some("Bearer sk-1"))),
+        Flow::new(0).on_request_headers(&g, &head("POST", "/v1/images/edits", Some("Bearer sk-1"))),
     );
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, _) = reply_json(Flow::new(0).on_request_headers(

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::api::{ClientApi, Endpoint, EndpointMatch, RequestHead, StreamEncoder, Wire};
+use crate::api::{
+    ClientApi, Endpoint, EndpointMatch, Operation, RequestHead, StreamEncoder, TokenCountApi, Wire,
+};
 use crate::canonical::{ProviderError, Request, Response};
 use crate::error::GatewayError;
 use crate::request_probe::RequestProbe;
@@ -11,6 +13,7 @@ use crate::request_probe::RequestProbe;
 pub struct Responses;
 
 const PATH: &str = "/v1/responses";
+const INPUT_TOKENS: &str = "/v1/responses/input_tokens";
 
 impl ClientApi for Responses {
     fn name(&self) -> &'static str {
@@ -26,7 +29,7 @@ impl ClientApi for Responses {
     }
 
     fn paths(&self) -> &'static [&'static str] {
-        &[PATH]
+        &[PATH, INPUT_TOKENS]
     }
 
     fn endpoint(
@@ -35,7 +38,15 @@ impl ClientApi for Responses {
         path: &str,
         _full_path: &str,
     ) -> Option<Result<EndpointMatch, GatewayError>> {
-        (method == "POST" && path == PATH).then(|| Ok(EndpointMatch::default()))
+        let op = match path {
+            PATH => Operation::Generate,
+            INPUT_TOKENS => Operation::CountTokens,
+            _ => return None,
+        };
+        (method == "POST").then_some(Ok(EndpointMatch {
+            op,
+            ..EndpointMatch::default()
+        }))
     }
 
     fn decode_request(&self, body: &[u8], _ep: &Endpoint) -> Result<Request, GatewayError> {
@@ -86,5 +97,26 @@ impl ClientApi for Responses {
 
     fn models_list(&self, models: Vec<Value>) -> Value {
         crate::openai::api::ChatCompletions.models_list(models)
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountApi> {
+        Some(&InputTokens)
+    }
+}
+
+/// `POST /v1/responses/input_tokens`: a Responses request, counted.
+#[derive(Debug)]
+pub struct InputTokens;
+
+impl TokenCountApi for InputTokens {
+    fn decode(&self, body: &[u8], _ep: &Endpoint) -> Result<Request, GatewayError> {
+        super::request::decode(body)
+    }
+
+    fn encode(&self, input_tokens: u64) -> Vec<u8> {
+        serde_json::to_vec(
+            &serde_json::json!({"object": "response.input_tokens", "input_tokens": input_tokens}),
+        )
+        .unwrap_or_default()
     }
 }

@@ -5,7 +5,7 @@
 
 use sluice_records::TokenUsage;
 
-use crate::backend::{Backend, StreamDecoder, UsageMeter, Wire};
+use crate::backend::{Backend, StreamDecoder, TokenCountBackend, UsageMeter, Wire};
 use crate::canonical::{ProviderError, Request, Response, Warnings};
 
 #[derive(Debug)]
@@ -57,5 +57,18 @@ impl Backend for OpenAiResponses {
         let raw = crate::json_splice::top_level_member(body, b"usage")?;
         let u: super::types::Usage = serde_json::from_slice(raw).ok()?;
         Some(super::response::usage_from(&u))
+    }
+
+    fn token_count(&self) -> Option<&'static dyn TokenCountBackend> {
+        Some(&InputTokens)
+    }
+}
+
+#[derive(Debug)]
+struct InputTokens;
+
+impl TokenCountBackend for InputTokens {
+    fn upstream_path(&self, base_path: &str, _upstream_model: &str) -> String {
+        format!("{base_path}/responses/input_tokens")
     }
 }
