@@ -35,6 +35,8 @@ enum Dialect {
     OpenAi,
     Anthropic,
     Gemini,
+    /// The OpenAI Responses API.
+    Responses,
 }
 
 impl Dialect {
@@ -43,6 +45,7 @@ impl Dialect {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::Gemini => "gemini",
+            Dialect::Responses => "openai-responses",
         }
     }
 
@@ -59,8 +62,7 @@ fn recordings_dir() -> PathBuf {
     sluice_fixtures::recordings_dir()
 }
 
-/// Responses-API recordings: not a Chat Completions stream, not a provider
-/// kind Sluice speaks. Listed so that nothing is skipped silently.
+/// Responses-API recordings (read as the `openai-responses` backend).
 const RESPONSES_API: &[&str] = &[
     "openai/azure-tool-call.1.chunks.txt",
     "openai/openai-error.1.chunks.txt",
@@ -78,7 +80,7 @@ struct Recording {
 
 fn recordings() -> Vec<Recording> {
     let mut out = Vec::new();
-    let mut skipped = Vec::new();
+    let mut responses = Vec::new();
     for dir in ["anthropic", "google", "openai", "openai-compatible"] {
         let mut files: Vec<_> = std::fs::read_dir(recordings_dir().join(dir))
             .unwrap()
@@ -98,11 +100,15 @@ fn recordings() -> Vec<Recording> {
                 "anthropic" => Dialect::Anthropic,
                 "google" => Dialect::Gemini,
                 _ => {
-                    if lines[0].get("choices").is_none() && lines[0].get("object").is_none() {
-                        skipped.push(name);
-                        continue;
+                    if lines[0]["type"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("response."))
+                    {
+                        responses.push(name.clone());
+                        Dialect::Responses
+                    } else {
+                        Dialect::OpenAi
                     }
-                    Dialect::OpenAi
                 }
             };
             let mut sse = Vec::new();
@@ -111,7 +117,7 @@ fn recordings() -> Vec<Recording> {
                 .zip(text.lines().filter(|l| !l.trim().is_empty()))
             {
                 match dialect {
-                    Dialect::Anthropic => {
+                    Dialect::Anthropic | Dialect::Responses => {
                         let ev = l["type"].as_str().unwrap();
                         sse.extend_from_slice(format!("event: {ev}\ndata: {raw}\n\n").as_bytes());
                     }
@@ -133,7 +139,7 @@ fn recordings() -> Vec<Recording> {
             });
         }
     }
-    assert_eq!(skipped, RESPONSES_API, "unexpected recordings skipped");
+    assert_eq!(responses, RESPONSES_API, "Responses-API recordings");
     assert!(out.len() >= 20, "only {} recordings found", out.len());
     out
 }
@@ -366,8 +372,71 @@ fn set_path(root: &mut Value, path: &str, v: Value) {
     }
 }
 
+/// A Responses stream, up to its first closing event (a recording may hold
+/// several responses; a client reads one). A second message item is set
+/// apart from the first by a blank line.
+fn read_responses(lines: &[Value]) -> Said {
+    let mut s = Said::default();
+    let mut calls: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    for l in lines {
+        match l["type"].as_str().unwrap_or("") {
+            "response.output_item.added" => match l["item"]["type"].as_str() {
+                Some("function_call") => {
+                    calls.insert(
+                        l["output_index"].as_u64().unwrap(),
+                        (
+                            l["item"]["name"].as_str().unwrap().to_string(),
+                            String::new(),
+                        ),
+                    );
+                }
+                Some("message") if !s.text.is_empty() => s.text += "\n\n",
+                _ => {}
+            },
+            "response.function_call_arguments.delta" => {
+                if let Some(c) = calls.get_mut(&l["output_index"].as_u64().unwrap()) {
+                    c.1 += l["delta"].as_str().unwrap();
+                }
+            }
+            "response.output_text.delta" => s.text += l["delta"].as_str().unwrap(),
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                s.reasoning += l["delta"].as_str().unwrap()
+            }
+            "error" => s.error = true,
+            "response.failed" => {
+                s.error = true;
+                break;
+            }
+            t @ ("response.completed" | "response.incomplete") => {
+                let r = &l["response"];
+                s.completion_tokens = r["usage"]["output_tokens"].as_u64();
+                s.finish = Some(if t == "response.incomplete" {
+                    if r["incomplete_details"]["reason"] == "content_filter" {
+                        FinishReason::ContentFilter
+                    } else {
+                        FinishReason::Length
+                    }
+                } else if calls.is_empty() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::ToolCalls
+                });
+                break;
+            }
+            _ => {}
+        }
+    }
+    s.tools = calls
+        .into_values()
+        .enumerate()
+        .map(|(i, (n, a))| (i, (n, args(&a))))
+        .collect();
+    s
+}
+
 fn read_provider(r: &Recording) -> Said {
     match r.dialect {
+        Dialect::Responses => read_responses(&r.lines),
         Dialect::OpenAi => read_openai(&r.lines),
         Dialect::Anthropic => read_anthropic_events(
             &r.lines
@@ -463,6 +532,32 @@ fn read_client(d: Dialect, bytes: &[u8]) -> Said {
                 .collect();
             read_gemini(&lines)
         }
+        Dialect::Responses => {
+            let lines: Vec<Value> = events
+                .iter()
+                .map(|(e, d)| {
+                    let v: Value = serde_json::from_str(d).unwrap();
+                    assert_eq!(v["type"].as_str(), Some(e.as_str()), "event name = type");
+                    v
+                })
+                .collect();
+            // Numbered from 0, created first, one closing event last.
+            let seqs: Vec<u64> = lines
+                .iter()
+                .map(|v| v["sequence_number"].as_u64().unwrap())
+                .collect();
+            assert_eq!(seqs, (0..lines.len() as u64).collect::<Vec<_>>());
+            assert_eq!(lines[0]["type"], "response.created");
+            let last = lines.last().unwrap()["type"].as_str().unwrap();
+            assert!(
+                matches!(
+                    last,
+                    "response.completed" | "response.incomplete" | "response.failed"
+                ),
+                "{last}"
+            );
+            read_responses(&lines)
+        }
     }
 }
 
@@ -485,7 +580,12 @@ fn translate(r: &Recording, client: Dialect, cuts: &[usize]) -> Vec<u8> {
     out
 }
 
-const CLIENTS: [Dialect; 3] = [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini];
+const CLIENTS: [Dialect; 4] = [
+    Dialect::OpenAi,
+    Dialect::Anthropic,
+    Dialect::Gemini,
+    Dialect::Responses,
+];
 
 #[test]
 fn every_recording_into_every_client_dialect() {
@@ -554,7 +654,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
     fn splitting_upstream_bytes_anywhere_changes_nothing(
-        which in 0usize..64, client in 0usize..3,
+        which in 0usize..64, client in 0usize..4,
         cuts in proptest::collection::vec(0.0f64..1.0, 0..12)
     ) {
         let all = recordings();
@@ -586,7 +686,14 @@ fn truncated_and_garbage_streams_end_with_an_error_event_never_a_panic() {
     let all = recordings();
     for r in &all {
         for client in CLIENTS {
-            let cut = r.sse.len() / 2;
+            // Before the first response ends (a Responses recording may
+            // hold several).
+            let first_end = r
+                .sse
+                .windows(26)
+                .position(|w| w == b"event: response.completed\n")
+                .unwrap_or(r.sse.len());
+            let cut = (r.sse.len() / 2).min(first_end);
             let mut t = StreamTranslator::between(
                 r.dialect.backend(),
                 client.api(),
