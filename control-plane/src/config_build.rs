@@ -87,6 +87,7 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
         capture: store::get_setting(c, "capture")?,
         shadow: store::get_setting(c, "shadow")?,
         hosts: store::get_setting(c, "hosts")?.unwrap_or_default(),
+        endpoints: store::get_setting(c, "endpoints")?.unwrap_or_default(),
     };
     // Exactly what the filter's on_configure does, so nothing it would
     // reject (a bad guardrail regex, say) is ever pushed.

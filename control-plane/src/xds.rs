@@ -62,6 +62,7 @@ fn empty_config() -> sluice_config::PluginConfig {
         capture: None,
         shadow: None,
         hosts: Vec::new(),
+        endpoints: Vec::new(),
     }
 }
 

@@ -26,6 +26,8 @@ fn gateway() -> Gateway {
         ],
         "providers": [
             {"name": "o", "kind": "openai", "cluster": "co", "host": "o.example",
+             "api_key_env": "K", "serves": ["openai-responses"]},
+            {"name": "r", "kind": "openai-responses", "cluster": "cr", "host": "r.example",
              "api_key_env": "K"},
             {"name": "a", "kind": "anthropic", "cluster": "ca", "host": "a.example",
              "auth": {"type": "header", "name": "x-api-key"}, "api_key_env": "K"},
@@ -45,6 +47,8 @@ fn gateway() -> Gateway {
               "price": {"input": 0.000001, "output": 0.000002}}]},
             {"name": "gemini", "targets": [{"provider": "g", "model": "gemini-up",
               "price": {"input": 0.000001, "output": 0.000002}}]},
+            {"name": "resp", "targets": [{"provider": "r", "model": "resp-up",
+              "price": {"input": 0.000001, "output": 0.000002}}]},
             {"name": "split", "targets": [{"provider": "o", "model": "x", "weight": 2,
               "price": {"input": 0.000001, "output": 0.000002}},
               {"provider": "a", "model": "y",
@@ -56,6 +60,12 @@ fn gateway() -> Gateway {
               {"provider": "gu", "model": "g-up", "priority": 2,
                "price": {"input": 0.000001, "output": 0.000001}}],
              "retry": {"attempts": 3}, "cooldown": {"consecutive_failures": 2, "seconds": 5}}
+        ],
+        "endpoints": [
+            {"path": "/v1/moderations", "provider": "o"},
+            {"path": "/v1/audio/transcriptions", "provider": "o", "max_body_bytes": 4096},
+            {"path": "/v1/files/*", "provider": "o", "methods": ["GET", "POST", "DELETE"],
+             "check_model": false}
         ],
         "limits": {"max_request_body_bytes": 65536, "max_response_body_bytes": 65536,
                    "max_sse_event_bytes": 4096},

@@ -33,7 +33,7 @@ struct Input<'a> {
     attempts: Vec<(u8, u16)>,
 }
 
-const MODELS: [&str; 6] = ["gpt", "claude", "gemini", "split", "fallback", "unknown-model"];
+const MODELS: [&str; 7] = ["gpt", "claude", "gemini", "split", "fallback", "resp", "unknown-model"];
 /// The resilient model's targets, as its endpoints' metadata names them.
 const TARGETS: [(&str, &str); 4] = [("ou", "o-up"), ("au", "a-up"), ("gu", "g-up"), ("x", "y")];
 
@@ -52,7 +52,7 @@ fn cut<'a>(bytes: &'a [u8], cuts: &[u16]) -> Vec<&'a [u8]> {
 fuzz_target!(|inp: Input<'_>| {
     let model = MODELS[usize::from(inp.model) % MODELS.len()];
     let gemini_path;
-    let (method, path) = match inp.endpoint % 7 {
+    let (method, path) = match inp.endpoint % 16 {
         0 => ("POST", "/v1/chat/completions"),
         1 => ("POST", "/v1/messages"),
         2 => {
@@ -65,6 +65,21 @@ fuzz_target!(|inp: Input<'_>| {
         }
         4 => ("GET", "/v1/models"),
         5 => ("POST", inp.path),
+        6 => ("POST", "/v1/responses"),
+        7 => ("POST", "/v1/embeddings"),
+        8 => ("POST", "/v1/messages/count_tokens"),
+        9 => ("POST", "/v1/responses/input_tokens"),
+        10 => {
+            gemini_path = format!("/v1beta/models/{model}:batchEmbedContents");
+            ("POST", gemini_path.as_str())
+        }
+        11 => {
+            gemini_path = format!("/v1beta/models/{model}:countTokens");
+            ("POST", gemini_path.as_str())
+        }
+        12 => ("POST", "/v1/moderations"),
+        13 => ("POST", "/v1/audio/transcriptions"),
+        14 => ("POST", "/v1/files/upload"),
         _ => ("GET", inp.path),
     };
     let auth = match inp.key % 3 {
@@ -84,11 +99,16 @@ fuzz_target!(|inp: Input<'_>| {
             x_goog_api_key: None,
             anthropic_version: inp.anthropic_version.then_some("2023-06-01"),
             content_length: None,
+            content_type: match inp.content_type % 3 {
+                0 => Some("application/json"),
+                1 => Some("multipart/form-data; boundary=XyZ"),
+                _ => None,
+            },
             request_id: inp.request_id,
             end_of_stream: inp.body.is_empty(),
         };
         let mut plan: Option<String> = None;
-        let forwarded = match f.on_request_headers(gw, &head) {
+        let forwarded = match f.on_request_headers(gw, &store, &head) {
             HeadersStep::ReadBody => {
                 let mut buffered = Vec::new();
                 let pieces = cut(inp.body, &inp.body_cuts);
@@ -99,7 +119,7 @@ fuzz_target!(|inp: Input<'_>| {
                     let eos = i + 1 == n;
                     let whole = buffered.clone();
                     match f.on_request_body(gw, &store, buffered.len(), eos, move || Some(whole)) {
-                        BodyStep::Wait => continue,
+                        BodyStep::Wait | BodyStep::Pass => continue,
                         BodyStep::Reply(_) => break,
                         BodyStep::Forward(fw) => {
                             let _ = fw.header_edits(&[]).len();
@@ -114,6 +134,10 @@ fuzz_target!(|inp: Input<'_>| {
                     }
                 }
                 forwarded
+            }
+            HeadersStep::Forward(fw) => {
+                let _ = fw.header_edits(&[]).len();
+                true
             }
             HeadersStep::Reply(_) | HeadersStep::NotServed => false,
         };

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let head = RequestHead::from_headers(&headers, data.first().is_some_and(|b| b & 1 == 1));
     common::with_gateway(|gw| {
         let mut f = Flow::new(1_700_000_000_000);
-        let _ = f.on_request_headers(gw, &head);
+        let _ = f.on_request_headers(gw, &sluice_core::budget::MemoryStore::default(), &head);
         let _ = f.finish(
             1_700_000_000_001,
             &sluice_core::budget::MemoryStore::default(),

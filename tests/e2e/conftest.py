@@ -68,6 +68,16 @@ def gateway_config() -> dict:
              "targets": [{"provider": "mock-responses", "model": "mock-responses-upstream"}]},
         ],
         "limits": {"max_request_body_bytes": BODY_LIMIT},
+        # Other OpenAI endpoints, passed through metered (test_endpoints.py).
+        "endpoints": [
+            {"path": "/v1/moderations", "provider": "mock"},
+            {"path": "/v1/images/generations", "provider": "mock"},
+            {"path": "/v1/audio/transcriptions", "provider": "mock",
+             "max_body_bytes": 1048576},
+            {"path": "/v1/audio/speech", "provider": "mock"},
+            {"path": "/v1/files/*", "provider": "mock", "methods": ["GET", "POST", "DELETE"],
+             "check_model": False},
+        ],
     }
 
 

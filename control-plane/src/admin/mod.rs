@@ -137,6 +137,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(get_capture).put(put_capture).delete(delete_capture),
         )
         .route("/v1/hosts", get(get_hosts).put(put_hosts))
+        .route("/v1/endpoints", get(get_endpoints).put(put_endpoints))
         .route(
             "/v1/shadow",
             get(get_shadow).put(put_shadow).delete(delete_shadow),

@@ -91,6 +91,25 @@ pub async fn put_hosts(
     put_setting(&s, &h, "hosts", (!v.is_empty()).then_some(v))
 }
 
+/// Provider endpoints passed through metered (`endpoints` in the plugin
+/// config; empty: none).
+pub async fn get_endpoints(
+    State(s): S,
+    h: HeaderMap,
+) -> ApiResult<Setting<Vec<sluice_config::PassthroughEndpoint>>> {
+    get_setting(&s, &h, "endpoints")
+}
+
+pub async fn put_endpoints(
+    State(s): S,
+    h: HeaderMap,
+    Json(v): Json<Vec<sluice_config::PassthroughEndpoint>>,
+) -> ApiResult<Setting<Vec<sluice_config::PassthroughEndpoint>>> {
+    // Validated with the rest of the config on publish (an unknown
+    // provider is a 400, and nothing is written).
+    put_setting(&s, &h, "endpoints", (!v.is_empty()).then_some(v))
+}
+
 /// The pushed filter's role in an online shadow comparison.
 pub async fn get_shadow(State(s): S, h: HeaderMap) -> ApiResult<Setting<ShadowConfig>> {
     get_setting(&s, &h, "shadow")

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use catalog::{ModelsCmd, PricesCmd, ProvidersCmd};
 pub use keys::{BudgetsCmd, KeysCmd};
-pub use policy::{CaptureCmd, GuardrailsCmd, HostsCmd, ShadowCmd};
+pub use policy::{CaptureCmd, EndpointsCmd, GuardrailsCmd, HostsCmd, ShadowCmd};
 pub use reports::UsageCmd;
 
 #[derive(Parser)]
@@ -67,6 +67,10 @@ pub enum Command {
     /// Online shadow comparison role of the pushed filter.
     #[command(subcommand)]
     Shadow(ShadowCmd),
+    /// Provider endpoints passed through metered (moderations, images,
+    /// audio, files, batches).
+    #[command(subcommand)]
+    Endpoints(EndpointsCmd),
     /// Connected Envoys, acked versions, NACKs, lost usage records.
     Status {
         #[arg(long)]
@@ -229,6 +233,7 @@ pub fn run(base: &str, token: &str, cmd: Command) -> Result<(), String> {
         Command::Capture(cap) => policy::run_capture(&c, cap),
         Command::Hosts(h) => policy::run_hosts(&c, h),
         Command::Shadow(s) => policy::run_shadow(&c, s),
+        Command::Endpoints(e) => policy::run_endpoints(&c, e),
         Command::Usage(u) => reports::run_usage(&c, u),
         Command::Status { json } => reports::run_status(&c, json),
     }

@@ -46,6 +46,19 @@ pub enum HostsCmd {
 }
 
 #[derive(Subcommand)]
+pub enum EndpointsCmd {
+    Show,
+    /// Replace the passed-through provider endpoints with a JSON list:
+    /// `'[{"path": "/v1/moderations", "provider": "openai"},
+    ///    {"path": "/v1/files/*", "provider": "openai",
+    ///     "methods": ["GET", "POST", "DELETE"], "check_model": false}]'`
+    /// (docs/translation.md). `[]` removes them all.
+    Set {
+        json: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ShadowCmd {
     Show,
     /// The pushed filter reports digests as the `primary` (or `shadow`) of
@@ -107,6 +120,19 @@ pub fn run_hosts(c: &Client, cmd: HostsCmd) -> Result<(), String> {
         HostsCmd::Set { hosts } => {
             let r: Setting<Vec<String>> = c.send("PUT", "/v1/hosts", &hosts)?;
             println!("hosts set (config version {})", version(&r));
+        }
+    }
+    Ok(())
+}
+
+pub fn run_endpoints(c: &Client, cmd: EndpointsCmd) -> Result<(), String> {
+    type List = Vec<sluice_config::PassthroughEndpoint>;
+    match cmd {
+        EndpointsCmd::Show => print_json(&c.get::<Setting<List>>("/v1/endpoints")?)?,
+        EndpointsCmd::Set { json } => {
+            let list: List = serde_json::from_str(&json).map_err(|e| format!("endpoints: {e}"))?;
+            let r: Setting<List> = c.send("PUT", "/v1/endpoints", &list)?;
+            println!("endpoints set (config version {})", version(&r));
         }
     }
     Ok(())

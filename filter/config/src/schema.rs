@@ -27,6 +27,12 @@ pub struct PluginConfig {
     /// Size bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// Other endpoints of providers, passed through metered
+    /// (`/v1/moderations`, `/v1/images/generations`, `/v1/audio/…`,
+    /// `/v1/files`, `/v1/batches`): docs/translation.md. Paths not listed
+    /// here or served by Sluice are 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<PassthroughEndpoint>,
     /// Content rules (docs/guardrails.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
@@ -302,6 +308,66 @@ impl ProviderKind {
 impl From<&str> for ProviderKind {
     fn from(s: &str) -> Self {
         ProviderKind(s.to_string())
+    }
+}
+
+/// A provider endpoint passed through as it is: key auth, the key's model
+/// allow-list when the body names a model, usage when the provider reports
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughEndpoint {
+    /// The client's path: exact (`/v1/moderations`), or a prefix ending in
+    /// `/*` (`/v1/files/*` also matches `/v1/files`). Under `/v1/`.
+    pub path: String,
+    /// The provider that serves it; the upstream path is the provider's
+    /// base path followed by the client's path after `/v1`.
+    pub provider: String,
+    /// Allowed methods (default: POST).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Read the body (bounded) for its `model` — a JSON member or a
+    /// multipart form field — and check it against the key's models. Off
+    /// for bodies that name none (file uploads): they stream through.
+    #[serde(default = "yes")]
+    pub check_model: bool,
+    /// Body bound when the body is read (default: `limits.max_request_body_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PassthroughEndpoint {
+    /// Whether a request's method and path are this endpoint's.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let path_ok = match self.path.strip_suffix("/*") {
+            Some(prefix) => {
+                path == prefix
+                    || path
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            None => path == self.path,
+        };
+        let method_ok = if self.methods.is_empty() {
+            method == "POST"
+        } else {
+            self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+        };
+        path_ok && method_ok
+    }
+
+    /// Whether the path alone is this endpoint's (a method it does not
+    /// allow is then a 405).
+    pub fn matches_path(&self, path: &str) -> bool {
+        let any = PassthroughEndpoint {
+            methods: vec![String::from("*")],
+            ..self.clone()
+        };
+        any.matches("*", path)
     }
 }
 

@@ -266,6 +266,45 @@ impl PluginConfig {
             }
         }
 
+        let mut endpoint_paths = HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let at = format!("endpoints[{i}]");
+            let path = e.path.strip_suffix("/*").unwrap_or(&e.path);
+            let clean = path.len() > 4
+                && path.starts_with("/v1/")
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+                && !path.contains("//")
+                && !path.contains("..");
+            if !clean {
+                errs.push(ConfigError::new(
+                    format!("{at}.path"),
+                    "must be a plain path under /v1/ (a prefix ends in /*)",
+                ));
+            }
+            if !endpoint_paths.insert(e.path.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.path"),
+                    format!("duplicate endpoint '{}'", e.path),
+                ));
+            }
+            if !provider_names.contains(e.provider.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{at}.provider"),
+                    format!("unknown provider '{}'", e.provider),
+                ));
+            }
+            for (j, m) in e.methods.iter().enumerate() {
+                if !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&m.as_str()) {
+                    errs.push(ConfigError::new(
+                        format!("{at}.methods[{j}]"),
+                        "must be GET, POST, DELETE, PUT or PATCH",
+                    ));
+                }
+            }
+        }
+
         if let Some(g) = &self.guardrails {
             let mut names = HashSet::new();
             for (i, r) in g.rules.iter().enumerate() {

@@ -32,7 +32,10 @@ fn one_request(gw: &Gateway, body: &[u8], response: &[u8]) -> usize {
         request_id: Some("r"),
         ..Default::default()
     };
-    assert_eq!(f.on_request_headers(gw, &head), HeadersStep::ReadBody);
+    assert_eq!(
+        f.on_request_headers(gw, &sluice_core::budget::MemoryStore::default(), &head),
+        HeadersStep::ReadBody
+    );
     let fw = match f.on_request_body(
         gw,
         &sluice_core::budget::MemoryStore::default(),

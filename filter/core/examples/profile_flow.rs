@@ -46,7 +46,7 @@ fn main() {
             ..Default::default()
         };
         assert!(matches!(
-            f.on_request_headers(&gw, &head),
+            f.on_request_headers(&gw, &sluice_core::budget::MemoryStore::default(), &head),
             HeadersStep::ReadBody
         ));
         if let BodyStep::Forward(fw) =

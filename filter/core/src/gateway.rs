@@ -158,6 +158,9 @@ pub struct Gateway {
     pub shadow: Option<sluice_config::ShadowRole>,
     /// The hosts served (empty: all); others pass through untouched.
     pub hosts: Vec<String>,
+    /// Provider endpoints passed through metered, with their provider's
+    /// index.
+    endpoints: Vec<(sluice_config::PassthroughEndpoint, usize)>,
     keys: HashMap<[u8; 32], KeyEntry>,
     models: HashMap<String, ModelEntry>,
     /// Model names in configuration order (for `GET /v1/models`).
@@ -270,6 +273,14 @@ impl Gateway {
                 credential_header,
             }));
         }
+        let endpoints = cfg
+            .endpoints
+            .into_iter()
+            .filter_map(|e| {
+                let p = provider_index.get(&e.provider).copied()?;
+                Some((e, p))
+            })
+            .collect();
         let mut models = HashMap::new();
         let mut model_order = Vec::new();
         for m in cfg.models {
@@ -339,6 +350,7 @@ impl Gateway {
             sampler: Default::default(),
             shadow: cfg.shadow.map(|s| s.role),
             hosts: cfg.hosts,
+            endpoints,
             keys,
             models,
             model_order,
@@ -407,6 +419,24 @@ impl Gateway {
             Some(m) if key.may_use(name) && !m.targets.is_empty() => Ok(m),
             _ => Err(GatewayError::model_not_found(name)),
         }
+    }
+
+    /// A configured passthrough endpoint for a request: `Ok(None)` when no
+    /// endpoint has the path, `Err` (405) when one has it but not the
+    /// method.
+    #[allow(clippy::type_complexity)]
+    pub fn passthrough_endpoint(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<Option<(&sluice_config::PassthroughEndpoint, usize)>, GatewayError> {
+        if let Some((e, p)) = self.endpoints.iter().find(|(e, _)| e.matches(method, path)) {
+            return Ok(Some((e, *p)));
+        }
+        if self.endpoints.iter().any(|(e, _)| e.matches_path(path)) {
+            return Err(GatewayError::method_not_allowed(method, path));
+        }
+        Ok(None)
     }
 
     /// Whether `name` is a configured model (whoever may use it).

@@ -70,7 +70,10 @@ fn config() -> sluice_config::PluginConfig {
 
 fn send<'g>(g: &'g Gateway, head: RequestHead<'_>, body: &str) -> (Flow, BodyStep<'g>) {
     let mut f = Flow::new(0);
-    assert_eq!(f.on_request_headers(g, &head), HeadersStep::ReadBody);
+    assert_eq!(
+        f.on_request_headers(g, &sluice_core::budget::MemoryStore::default(), &head),
+        HeadersStep::ReadBody
+    );
     let b = body.as_bytes().to_vec();
     let step = f.on_request_body(g, &MemoryStore::default(), b.len(), true, || Some(b));
     (f, step)

@@ -283,7 +283,7 @@ impl HttpContext for Http {
         let raw = header_map_bytes(MapType::HttpRequestHeaders);
         let headers = header_map::parse(&raw);
         let head = RequestHead::from_headers(&headers, end_of_stream);
-        let step = self.flow.on_request_headers(&gw, &head);
+        let step = self.flow.on_request_headers(&gw, &HostShared, &head);
         // Kept (already allocated) so the body phase edits only what changes.
         drop(headers);
         self.present = raw;
@@ -300,6 +300,16 @@ impl HttpContext for Http {
             // Needs `allow_on_headers_stop_iteration: true` in the plugin
             // config: headers stay held (and editable) while the body arrives.
             HeadersStep::ReadBody => Action::Pause,
+            // A provider endpoint that reads no body: headers edited now,
+            // the body (if any) streams through.
+            HeadersStep::Forward(f) => {
+                let raw = std::mem::take(&mut self.present);
+                let present = header_map::parse(&raw);
+                for (name, value) in f.header_edits(&present) {
+                    self.set_http_request_header(name, value);
+                }
+                Action::Continue
+            }
         }
     }
 
@@ -317,6 +327,7 @@ impl HttpContext for Http {
             .on_request_body(&gw, &HostShared, body_size, end_of_stream, move || body)
         {
             BodyStep::Wait => Action::Pause,
+            BodyStep::Pass => Action::Continue,
             BodyStep::Reply(r) => self.reply(r),
             BodyStep::Forward(f) => {
                 // Not needed past this point: freed rather than held for the

@@ -305,6 +305,19 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 return json_response(status, &body, &[]);
             }
         }
+        let req = parsed.clone().unwrap_or(Value::Null);
+        if let Some((status, ctype, out)) = ops::other(parts.method.as_str(), &path, &req, &body) {
+            if let Some(want) = &state.opts.require_key {
+                if presented_key(&parts.headers, &query) != Some(want.as_str()) {
+                    return provider_error(Format::OpenAi, 401, "mock: invalid provider API key");
+                }
+            }
+            return Response::builder()
+                .status(status)
+                .header("content-type", ctype)
+                .body(Body::from(out))
+                .unwrap_or_else(|_| Response::new(Body::empty()));
+        }
         return json_response(
             404,
             &json!({"error": {"message": format!("mock: no route for {path}")}}),

@@ -58,6 +58,42 @@ fn dims(v: Option<&Value>) -> usize {
     v.and_then(Value::as_u64).unwrap_or(8).clamp(1, 4096) as usize
 }
 
+/// OpenAI's other endpoints, as far as a gateway test needs them:
+/// moderations, image generation and transcription (with usage where OpenAI
+/// reports it), and the files API. `(status, content type, body)`.
+pub fn other(
+    method: &str,
+    path: &str,
+    req: &Value,
+    raw: &[u8],
+) -> Option<(u16, &'static str, Vec<u8>)> {
+    let json = |v: Value| Some((200, "application/json", v.to_string().into_bytes()));
+    match (method, path) {
+        ("POST", p) if p.ends_with("/moderations") => json(json!({
+            "id": "modr-mock", "model": req.get("model").cloned().unwrap_or(json!("omni-moderation-latest")),
+            "results": [{"flagged": false, "categories": {}, "category_scores": {}}]})),
+        ("POST", p) if p.ends_with("/images/generations") => json(json!({
+            "created": 1_760_000_000u64, "data": [{"b64_json": "iVBORw0KGgo="}],
+            "usage": {"input_tokens": 12, "output_tokens": 272, "total_tokens": 284,
+                      "input_tokens_details": {"text_tokens": 12, "image_tokens": 0}}})),
+        ("POST", p) if p.ends_with("/audio/transcriptions") => json(json!({
+            "text": format!("mock transcript of {} bytes", raw.len()),
+            "usage": {"type": "tokens", "input_tokens": 40, "output_tokens": 6, "total_tokens": 46}})),
+        ("POST", p) if p.ends_with("/audio/speech") => {
+            Some((200, "audio/mpeg", b"ID3\x04\x00mock-mp3-bytes".to_vec()))
+        }
+        ("GET", p) if p.ends_with("/files") => {
+            json(json!({"object": "list", "has_more": false, "data": [
+            {"id": "file-mock", "object": "file", "bytes": 3, "filename": "a.jsonl",
+             "purpose": "batch", "created_at": 1_760_000_000u64}]}))
+        }
+        ("POST", p) if p.ends_with("/files") => json(json!({
+            "id": "file-mock", "object": "file", "bytes": raw.len(), "filename": "upload",
+            "purpose": "batch", "created_at": 1_760_000_000u64})),
+        _ => None,
+    }
+}
+
 /// `(status, body)` for an operation endpoint, or `None` if `path` is not one.
 pub fn respond(path: &str, req: &Value, body_len: usize) -> Option<(u16, Value)> {
     if path.ends_with("/embeddings") {

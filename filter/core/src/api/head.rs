@@ -12,6 +12,7 @@ pub struct RequestHead<'a> {
     pub x_goog_api_key: Option<&'a str>,
     pub anthropic_version: Option<&'a str>,
     pub content_length: Option<&'a str>,
+    pub content_type: Option<&'a str>,
     pub request_id: Option<&'a str>,
     /// The request has no body (headers carried end of stream).
     pub end_of_stream: bool,
@@ -31,6 +32,7 @@ impl<'a> RequestHead<'a> {
             x_goog_api_key: get("x-goog-api-key"),
             anthropic_version: get("anthropic-version"),
             content_length: get("content-length"),
+            content_type: get("content-type"),
             request_id: get("x-request-id"),
             end_of_stream,
         }

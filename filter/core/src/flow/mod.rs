@@ -19,6 +19,7 @@
 mod admission;
 pub mod attempt;
 mod capture;
+mod endpoints;
 mod operations;
 mod response;
 mod route;
@@ -131,19 +132,25 @@ enum Routed<'g> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum HeadersStep {
+pub enum HeadersStep<'a> {
     /// Not a host the gateway serves (`hosts`): let the request through
     /// untouched, and record nothing for it.
     NotServed,
     Reply(LocalReply),
     /// Hold the headers and read the whole body.
     ReadBody,
+    /// Send the request on now with these header edits; its body (if any)
+    /// streams through unread (`Forward::body` is unused). A configured
+    /// passthrough endpoint that reads no body.
+    Forward(Forward<'a>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyStep<'a> {
     /// More body to come: keep buffering.
     Wait,
+    /// The request went on at its headers: let the body through.
+    Pass,
     Reply(LocalReply),
     Forward(Forward<'a>),
 }
@@ -229,6 +236,11 @@ pub struct Flow {
     plan: Option<crate::resilience::plans::Ticket>,
     /// An embeddings request: what its answer needs.
     embed: Option<operations::EmbedCtx>,
+    /// A configured passthrough endpoint's request whose body is read.
+    passthrough: Option<endpoints::EndpointCtx>,
+    /// A configured passthrough endpoint's request: its answer is only
+    /// metered (JSON usage), never translated.
+    endpoint_mode: bool,
 }
 
 fn blocked(b: &Blocked) -> GatewayError {
@@ -264,6 +276,8 @@ impl Flow {
             capture: capture::CaptureState::default(),
             plan: None,
             embed: None,
+            passthrough: None,
+            endpoint_mode: false,
         }
     }
 
@@ -295,7 +309,12 @@ impl Flow {
         self.record.client_dialect = Cow::Borrowed(api.name());
     }
 
-    pub fn on_request_headers(&mut self, gw: &Gateway, head: &RequestHead<'_>) -> HeadersStep {
+    pub fn on_request_headers<'g>(
+        &mut self,
+        gw: &'g Gateway,
+        shared: &dyn SharedStore,
+        head: &RequestHead<'_>,
+    ) -> HeadersStep<'g> {
         if !sluice_config::host_matches(&gw.hosts, head.authority.unwrap_or_default()) {
             return HeadersStep::NotServed;
         }
@@ -327,6 +346,20 @@ impl Flow {
                     }
                     Err(e) => self.reply_error(e),
                 });
+            }
+            Recognized::Refused(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                // Not Sluice's: a configured provider endpoint, or a 404.
+                let step = match gw.passthrough_endpoint(head.method, path) {
+                    Ok(Some((ep, provider))) => {
+                        self.endpoint_headers(gw, shared, head, ep, provider)
+                    }
+                    Ok(None) => Err(e),
+                    Err(e) => Err(e),
+                };
+                return match step {
+                    Ok(s) => s,
+                    Err(e) => HeadersStep::Reply(self.reply_error(e)),
+                };
             }
             Recognized::Refused(e) => return HeadersStep::Reply(self.reply_error(e)),
         };
@@ -366,8 +399,28 @@ impl Flow {
         end_of_stream: bool,
         read: impl FnOnce() -> Option<Vec<u8>>,
     ) -> BodyStep<'g> {
+        if self.phase == Phase::Upstream {
+            return BodyStep::Pass;
+        }
         if self.phase != Phase::Request {
             return BodyStep::Wait;
+        }
+        if let Some(ctx) = &self.passthrough {
+            if body_size as u64 > ctx.max_body {
+                let e = GatewayError::payload_too_large(ctx.max_body);
+                return BodyStep::Reply(self.reply_error(e));
+            }
+            if !end_of_stream {
+                return BodyStep::Wait;
+            }
+            let body = read().unwrap_or_default();
+            return match self.endpoint_body(gw, shared, &body) {
+                Ok(f) => {
+                    self.phase = Phase::Upstream;
+                    BodyStep::Forward(f)
+                }
+                Err(e) => BodyStep::Reply(self.reply_error(e)),
+            };
         }
         let limit = gw.limits.max_request_body_bytes;
         if body_size as u64 > limit {

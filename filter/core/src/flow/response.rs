@@ -81,6 +81,17 @@ impl Flow {
             return out;
         };
         self.record.status = status;
+        if self.endpoint_mode {
+            // A provider endpoint passed through: only a JSON answer is
+            // read (for its usage); audio, files and streams pass as they are.
+            let json = content_type.is_some_and(|c| c.trim_start().starts_with("application/json"));
+            self.response.mode = if json {
+                ResponseMode::Buffer
+            } else {
+                ResponseMode::Pass
+            };
+            return out;
+        }
         let framing = route.backend.framing();
         let is_stream = framing.is_stream(content_type);
         let max_event = gw.limits.max_sse_event_bytes as usize;
@@ -497,6 +508,12 @@ impl Flow {
     fn finish_buffered(&mut self, route: Route, body: &[u8]) -> ResponseBodyStep {
         if let Some(step) = self.finish_embeddings(route, body) {
             return step;
+        }
+        if self.endpoint_mode {
+            if (200..300).contains(&self.record.status) {
+                self.response.usage = super::endpoints::reported_usage(body);
+            }
+            return ResponseBodyStep::Pass;
         }
         let status = self.record.status;
         if !route.translating() {

@@ -12,8 +12,11 @@ fn missing_unknown_and_wrong_keys_get_openai_401() {
     let g = gw();
     for auth in [None, Some("Bearer sk-nope"), Some("Basic xyz")] {
         let mut f = Flow::new(0);
-        let (status, v) =
-            reply_json(f.on_request_headers(&g, &head("POST", "/v1/chat/completions", auth)));
+        let (status, v) = reply_json(f.on_request_headers(
+            &g,
+            &crate::budget::MemoryStore::default(),
+            &head("POST", "/v1/chat/completions", auth),
+        ));
         assert_eq!(status, 401);
         assert_eq!(v["error"]["code"], "invalid_api_key");
         let rec = finish_json(&mut f, 5);
@@ -26,28 +29,34 @@ fn missing_unknown_and_wrong_keys_get_openai_401() {
 #[test]
 fn models_list_is_per_key() {
     let g = gw();
-    let (s, v) = reply_json(
-        Flow::new(0).on_request_headers(&g, &head("GET", "/v1/models", Some("Bearer sk-2"))),
-    );
+    let (s, v) = reply_json(Flow::new(0).on_request_headers(
+        &g,
+        &crate::budget::MemoryStore::default(),
+        &head("GET", "/v1/models", Some("Bearer sk-2")),
+    ));
     assert_eq!(s, 200);
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["data"][0]["id"], "other");
-    let (s, _) = reply_json(
-        Flow::new(0)
-            .on_request_headers(&g, &head("GET", "/v1/models/mock-gpt", Some("Bearer sk-2"))),
-    );
+    let (s, _) = reply_json(Flow::new(0).on_request_headers(
+        &g,
+        &crate::budget::MemoryStore::default(),
+        &head("GET", "/v1/models/mock-gpt", Some("Bearer sk-2")),
+    ));
     assert_eq!(s, 404);
 }
 
 #[test]
 fn unknown_paths_and_methods() {
     let g = gw();
-    let (s, v) = reply_json(
-        Flow::new(0).on_request_headers(&g, &head("POST", "/v1/images/edits", Some("Bearer sk-1"))),
-    );
+    let (s, v) = reply_json(Flow::new(0).on_request_headers(
+        &g,
+        &crate::budget::MemoryStore::default(),
+        &head("POST", "/v1/images/edits", Some("Bearer sk-1")),
+    ));
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, _) = reply_json(Flow::new(0).on_request_headers(
         &g,
+        &crate::budget::MemoryStore::default(),
         &head("GET", "/v1/chat/completions", Some("Bearer sk-1")),
     ));
     assert_eq!(s, 405);
@@ -58,7 +67,8 @@ fn declared_or_actual_oversize_is_413() {
     let g = gw();
     let mut h = head("POST", "/v1/chat/completions", Some("Bearer sk-1"));
     h.content_length = Some("4096");
-    let (s, v) = reply_json(Flow::new(0).on_request_headers(&g, &h));
+    let (s, v) =
+        reply_json(Flow::new(0).on_request_headers(&g, &crate::budget::MemoryStore::default(), &h));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (413, Some("payload_too_large"))
@@ -66,7 +76,10 @@ fn declared_or_actual_oversize_is_413() {
 
     let mut f = Flow::new(0);
     let h = head("POST", "/v1/chat/completions", Some("Bearer sk-1"));
-    assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+    assert_eq!(
+        f.on_request_headers(&g, &crate::budget::MemoryStore::default(), &h),
+        HeadersStep::ReadBody
+    );
     assert_eq!(
         f.on_request_body(&g, &MemoryStore::default(), 1000, false, || None),
         BodyStep::Wait
@@ -95,7 +108,10 @@ fn client_chosen_names_never_reach_the_record_unbounded() {
         ..head("POST", "/v1/chat/completions", Some("Bearer sk-1"))
     };
     let mut f = Flow::new(0);
-    assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+    assert_eq!(
+        f.on_request_headers(&g, &crate::budget::MemoryStore::default(), &h),
+        HeadersStep::ReadBody
+    );
     let b = format!(r#"{{"model":"{}","messages":[]}}"#, "m".repeat(1 << 20)).into_bytes();
     let store = MemoryStore::default();
     match f.on_request_body(&g, &store, b.len(), true, || Some(b)) {
@@ -119,7 +135,7 @@ fn other_hosts_on_a_shared_listener_are_not_touched() {
             authority: Some(authority),
             ..head("POST", "/v1/chat/completions", None)
         };
-        Flow::new(0).on_request_headers(&g, &h)
+        Flow::new(0).on_request_headers(&g, &crate::budget::MemoryStore::default(), &h)
     };
     // Another application's request: no 401, nothing read.
     assert_eq!(at("shop.example.com"), HeadersStep::NotServed);
@@ -170,12 +186,16 @@ fn translated_body_is_parsed_once_and_still_checked() {
             request_id: Some("r"),
             ..Default::default()
         };
-        assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+        assert_eq!(
+            f.on_request_headers(&g, &crate::budget::MemoryStore::default(), &h),
+            HeadersStep::ReadBody
+        );
         let b = body.as_bytes().to_vec();
         let store = MemoryStore::default();
         let step = f.on_request_body(&g, &store, b.len(), true, || Some(b));
         let status = match step {
             BodyStep::Reply(r) => r.status,
+            BodyStep::Pass => panic!("passed"),
             BodyStep::Forward(fw) => {
                 let up: Value = serde_json::from_slice(&fw.body).unwrap();
                 assert_eq!(

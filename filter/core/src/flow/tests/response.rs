@@ -33,7 +33,10 @@ fn an_oversized_answer_is_an_error_and_nothing_of_the_raw_body() {
             request_id: Some("r"),
             ..Default::default()
         };
-        assert_eq!(f.on_request_headers(&g, &h), HeadersStep::ReadBody);
+        assert_eq!(
+            f.on_request_headers(&g, &crate::budget::MemoryStore::default(), &h),
+            HeadersStep::ReadBody
+        );
         let b =
             br#"{"model":"mock-gpt","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#
                 .to_vec();
@@ -244,7 +247,11 @@ fn non_stream_usage_read_from_whole_body() {
 fn local_reply_passes_through_response_callbacks_untouched() {
     let g = gw();
     let mut f = Flow::new(0);
-    let _ = f.on_request_headers(&g, &head("GET", "/v1/models", Some("Bearer sk-1")));
+    let _ = f.on_request_headers(
+        &g,
+        &crate::budget::MemoryStore::default(),
+        &head("GET", "/v1/models", Some("Bearer sk-1")),
+    );
     assert_eq!(
         f.on_response_headers(&g, 200, Some("application/json")),
         ResponseHeaders::default()

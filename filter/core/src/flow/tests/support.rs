@@ -22,9 +22,10 @@ pub(super) fn request<'g>(
     h: &RequestHead<'_>,
     body: &str,
 ) -> BodyStep<'g> {
-    match f.on_request_headers(g, h) {
+    match f.on_request_headers(g, store, h) {
         HeadersStep::ReadBody => {}
         HeadersStep::Reply(r) => return BodyStep::Reply(r),
+        HeadersStep::Forward(f) => return BodyStep::Forward(f),
         HeadersStep::NotServed => panic!("not a served host"),
     }
     let b = body.as_bytes().to_vec();
@@ -106,7 +107,7 @@ pub(super) fn admit(g: &Gateway, store: &MemoryStore, f: &mut Flow, body: &str) 
     match request(g, f, store, &h, body) {
         BodyStep::Reply(r) => r.status,
         BodyStep::Forward(_) => 200,
-        BodyStep::Wait => 0,
+        BodyStep::Wait | BodyStep::Pass => 0,
     }
 }
 

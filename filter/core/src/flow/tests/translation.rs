@@ -138,7 +138,9 @@ fn anthropic_errors_for_anthropic_clients() {
         x_api_key: Some("bad"),
         ..Default::default()
     };
-    let HeadersStep::Reply(r) = f.on_request_headers(&g, &h) else {
+    let HeadersStep::Reply(r) =
+        f.on_request_headers(&g, &crate::budget::MemoryStore::default(), &h)
+    else {
         panic!()
     };
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
