@@ -145,3 +145,15 @@ def test_count_tokens_records_are_free_and_keyed(stack):
     rec = stack.wait_usage(rid)
     assert rec["operation"] == "count_tokens" and rec["prompt_tokens"] == 0, rec
     assert rec["status"] == 200 and rec["model"] == "mock-gemini", rec
+
+
+def test_model_lists_say_what_each_model_serves(stack):
+    with httpx.Client(base_url=stack.url, timeout=20) as h:
+        data = {m["id"]: m for m in h.get("/v1/models", headers=auth()).json()["data"]}
+        assert "/v1/embeddings" in data["mock-gpt"]["endpoints"]
+        assert "/v1/embeddings" not in data["mock-claude"]["endpoints"]
+        assert "/v1/responses" in data["mock-claude"]["endpoints"]
+        models = h.get("/v1beta/models", headers={"x-goog-api-key": TEST_KEY}).json()["models"]
+        by = {m["displayName"]: m["supportedGenerationMethods"] for m in models}
+        assert {"embedContent", "countTokens", "generateContent"} <= set(by["mock-gemini"])
+        assert "embedContent" not in by["mock-claude"]

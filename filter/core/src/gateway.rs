@@ -439,6 +439,27 @@ impl Gateway {
         Ok(None)
     }
 
+    /// The endpoint families a model serves: answers and token counts
+    /// always (translated or estimated), embeddings when every target's
+    /// provider has an embeddings endpoint.
+    pub fn families(&self, name: &str) -> Vec<crate::api::Family> {
+        use crate::api::Family;
+        let mut out = vec![Family::Generate, Family::CountTokens];
+        let embeds = self.models.get(name).is_some_and(|m| {
+            !m.targets.is_empty()
+                && m.targets.iter().all(|t| {
+                    self.provider(t.provider).is_some_and(|p| {
+                        p.backend.embeddings().is_some()
+                            || p.also.iter().any(|b| b.embeddings().is_some())
+                    })
+                })
+        });
+        if embeds {
+            out.push(Family::Embeddings);
+        }
+        out
+    }
+
     /// Whether `name` is a configured model (whoever may use it).
     pub fn is_model(&self, name: &str) -> bool {
         self.models.contains_key(name)

@@ -90,9 +90,10 @@ impl ClientApi for Messages {
         Some("error")
     }
 
-    fn model_object(&self, name: &str) -> Value {
+    fn model_object(&self, name: &str, families: &[crate::api::Family]) -> Value {
         json!({"type": "model", "id": name, "display_name": name,
-            "created_at": "1970-01-01T00:00:00Z"})
+            "created_at": "1970-01-01T00:00:00Z",
+            "endpoints": crate::api::endpoint_paths(families)})
     }
 
     fn models_list(&self, models: Vec<Value>) -> Value {

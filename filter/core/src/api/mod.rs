@@ -24,6 +24,46 @@ pub use head::RequestHead;
 /// passthrough).
 pub type Wire = crate::backend::Wire;
 
+/// An endpoint family a model serves (`GET /v1/models`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Answers: Chat Completions, Responses, Messages, generateContent.
+    Generate,
+    /// Token counting (the provider's, or the gateway's estimate).
+    CountTokens,
+    /// Embeddings: only when the model's provider has an embeddings
+    /// endpoint.
+    Embeddings,
+}
+
+impl Family {
+    /// The OpenAI-style paths of the family (the `endpoints` field).
+    pub fn openai_paths(self) -> &'static [&'static str] {
+        match self {
+            Family::Generate => &["/v1/chat/completions", "/v1/responses", "/v1/messages"],
+            Family::CountTokens => &["/v1/messages/count_tokens", "/v1/responses/input_tokens"],
+            Family::Embeddings => &["/v1/embeddings"],
+        }
+    }
+
+    /// Gemini's method names of the family.
+    pub fn gemini_methods(self) -> &'static [&'static str] {
+        match self {
+            Family::Generate => &["generateContent", "streamGenerateContent"],
+            Family::CountTokens => &["countTokens"],
+            Family::Embeddings => &["embedContent", "batchEmbedContents"],
+        }
+    }
+}
+
+/// The `endpoints` field of a model object: the paths of its families.
+pub fn endpoint_paths(families: &[Family]) -> Vec<&'static str> {
+    families
+        .iter()
+        .flat_map(|f| f.openai_paths().iter().copied())
+        .collect()
+}
+
 /// What an endpoint does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Operation {
@@ -115,7 +155,10 @@ pub trait ClientApi: Sync + fmt::Debug {
         None
     }
     /// One entry of `GET /v1/models` (and `GET /v1/models/{name}`).
-    fn model_object(&self, name: &str) -> Value;
+    /// `families`: what the model serves (`Family`), in a shape this API's
+    /// SDK reads where it has one (Gemini's `supportedGenerationMethods`),
+    /// else as a Sluice field (`endpoints`).
+    fn model_object(&self, name: &str, families: &[Family]) -> Value;
     /// The `GET /v1/models` body around its entries.
     fn models_list(&self, models: Vec<Value>) -> Value;
     /// Token counting in this API's shape, if it has the endpoint.

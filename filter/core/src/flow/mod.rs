@@ -341,7 +341,12 @@ impl Flow {
             Recognized::GetModel(name) => {
                 return HeadersStep::Reply(match gw.model_for(key, name) {
                     Ok(m) => {
-                        let body = self.api.model_object(&m.name).to_string().into_bytes();
+                        let families = gw.families(&m.name);
+                        let body = self
+                            .api
+                            .model_object(&m.name, &families)
+                            .to_string()
+                            .into_bytes();
                         self.reply_ok(body)
                     }
                     Err(e) => self.reply_error(e),
@@ -385,7 +390,7 @@ impl Flow {
     fn models_list(&self, gw: &Gateway, key: &KeyEntry) -> Vec<u8> {
         let data: Vec<_> = gw
             .models_for(key)
-            .map(|m| self.api.model_object(m))
+            .map(|m| self.api.model_object(m, &gw.families(m)))
             .collect();
         self.api.models_list(data).to_string().into_bytes()
     }

@@ -109,9 +109,13 @@ impl ClientApi for GenerateContent {
         Box::new(super::stream::Encoder::new(model))
     }
 
-    fn model_object(&self, name: &str) -> Value {
+    fn model_object(&self, name: &str, families: &[crate::api::Family]) -> Value {
+        let methods: Vec<&str> = families
+            .iter()
+            .flat_map(|f| f.gemini_methods().iter().copied())
+            .collect();
         json!({"name": format!("models/{name}"), "displayName": name,
-            "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]})
+            "supportedGenerationMethods": methods})
     }
 
     fn models_list(&self, models: Vec<Value>) -> Value {

@@ -89,8 +89,9 @@ impl ClientApi for ChatCompletions {
         Box::new(super::stream::Encoder::new(model, created, include_usage))
     }
 
-    fn model_object(&self, name: &str) -> Value {
-        json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
+    fn model_object(&self, name: &str, families: &[crate::api::Family]) -> Value {
+        json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice",
+               "endpoints": crate::api::endpoint_paths(families)})
     }
 
     fn models_list(&self, models: Vec<Value>) -> Value {

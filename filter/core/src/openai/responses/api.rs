@@ -91,8 +91,8 @@ impl ClientApi for Responses {
         Some("error")
     }
 
-    fn model_object(&self, name: &str) -> Value {
-        crate::openai::api::ChatCompletions.model_object(name)
+    fn model_object(&self, name: &str, families: &[crate::api::Family]) -> Value {
+        crate::openai::api::ChatCompletions.model_object(name, families)
     }
 
     fn models_list(&self, models: Vec<Value>) -> Value {
