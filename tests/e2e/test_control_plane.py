@@ -498,3 +498,39 @@ def test_provider_keys_never_reach_config_dump_and_grpc_needs_the_token(tmp_path
                 als(iter([b""]), timeout=5)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert ledger_rows(s) == rows
+
+
+def test_endpoints_and_operations_through_the_control_plane(managed):
+    import sqlite3
+    # Seeded from the configuration, shown and replaced by the CLI.
+    shown = json.loads(managed.cp.cli("endpoints", "show").stdout)
+    assert "/v1/moderations" in json.dumps(shown)
+    body = {"model": "omni-moderation-latest", "input": "x"}
+    hdr = {"Authorization": f"Bearer {TEST_KEY}"}
+
+    def moderation_status():
+        return httpx.post(managed.url + "/v1/moderations", json=body, headers=hdr,
+                          timeout=10).status_code
+
+    assert moderation_status() == 200
+    managed.cp.cli("endpoints", "set", "[]")
+    wait_for(lambda: moderation_status() == 404, timeout=5)
+    bad = managed.cp.cli("endpoints", "set", '[{"path": "/v1/moderations", "provider": "nope"}]',
+                         check=False)
+    assert bad.returncode != 0 and "nope" in bad.stderr + bad.stdout
+    managed.cp.cli("endpoints", "set", '[{"path": "/v1/moderations", "provider": "mock"}]')
+    wait_for(lambda: moderation_status() == 200, timeout=5)
+    # The ledger names what a request did.
+    rid = "emb-" + uuid.uuid4().hex
+    r = httpx.post(managed.url + "/v1/embeddings", timeout=10,
+                   headers={**hdr, "x-request-id": rid},
+                   json={"model": "mock-gemini", "input": "hello ledger"})
+    assert r.status_code == 200, r.text
+
+    def row():
+        with sqlite3.connect(managed.cp.db) as c:
+            return c.execute("SELECT operation, prompt_tokens, usage_source FROM usage "
+                             "WHERE request_id = ?", (rid,)).fetchone()
+    wait_for(lambda: row() is not None, timeout=15)
+    op, prompt, source = row()
+    assert (op, source) == ("embeddings", "estimated") and prompt > 0

@@ -75,6 +75,11 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
     }
     put_setting(&tx, "capture", cfg.capture.as_ref())?;
     put_setting(&tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
+    put_setting(
+        &tx,
+        "endpoints",
+        (!cfg.endpoints.is_empty()).then_some(&cfg.endpoints),
+    )?;
     put_setting(&tx, "shadow", cfg.shadow.as_ref())?;
     tx.commit().map_err(|e| e.to_string())
 }
