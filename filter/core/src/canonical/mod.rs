@@ -88,6 +88,15 @@ pub enum ResponseFormat {
     },
 }
 
+/// The effort level an OpenAI-style API gets for a thinking budget.
+pub fn effort_for_budget(budget: u64) -> &'static str {
+    match budget {
+        0..=2048 => "low",
+        2049..=16384 => "medium",
+        _ => "high",
+    }
+}
+
 /// Reasoning ("thinking") requested by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reasoning {

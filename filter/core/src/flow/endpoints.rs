@@ -47,13 +47,7 @@ impl Flow {
         endpoint: &PassthroughEndpoint,
         provider_index: usize,
     ) -> Result<HeadersStep<'g>, GatewayError> {
-        let provider = gw.provider(provider_index).ok_or_else(|| {
-            GatewayError::unavailable("The endpoint's provider is not configured.")
-        })?;
-        let key = self
-            .admission
-            .key(gw)
-            .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
+        let (provider, key) = self.endpoint_parties(gw, provider_index)?;
         self.record.operation = Some(Cow::Owned(format!("passthrough {}", endpoint.path)));
         self.record.provider = Some(provider.name.clone());
         let rest = head.path.strip_prefix("/v1").unwrap_or(head.path);
@@ -102,13 +96,7 @@ impl Flow {
             .passthrough
             .take()
             .ok_or_else(|| GatewayError::invalid_request("no endpoint"))?;
-        let provider = gw.provider(ctx.provider).ok_or_else(|| {
-            GatewayError::unavailable("The endpoint's provider is not configured.")
-        })?;
-        let key = self
-            .admission
-            .key(gw)
-            .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
+        let (provider, key) = self.endpoint_parties(gw, ctx.provider)?;
         let model = match &ctx.multipart_boundary {
             Some(b) => multipart_field(body, b, "model"),
             None => crate::json_splice::top_level_member(body, b"model")
@@ -125,6 +113,22 @@ impl Flow {
         }
         self.admit_endpoint(shared, key, model.as_deref())?;
         endpoint_forward(provider, ctx.upstream_path, Some(body.to_vec()))
+    }
+
+    /// The endpoint's provider and the request's key.
+    fn endpoint_parties<'g>(
+        &self,
+        gw: &'g Gateway,
+        provider: usize,
+    ) -> Result<(&'g ProviderEntry, &'g KeyEntry), GatewayError> {
+        let provider = gw.provider(provider).ok_or_else(|| {
+            GatewayError::unavailable("The endpoint's provider is not configured.")
+        })?;
+        let key = self
+            .admission
+            .key(gw)
+            .ok_or_else(|| GatewayError::invalid_api_key("Incorrect API key provided."))?;
+        Ok((provider, key))
     }
 
     /// Rate limits as for any request; a budget key is admitted while its
@@ -155,44 +159,28 @@ impl Flow {
     }
 }
 
+/// The request for the provider: its path, authority, cluster and
+/// credential as for generation; with the body read, that body (unchanged);
+/// without, no body edits at all (it streams through with its framing).
 fn endpoint_forward<'g>(
     provider: &'g ProviderEntry,
     upstream_path: String,
     body: Option<Vec<u8>>,
 ) -> Result<Forward<'g>, GatewayError> {
-    let mut set = Vec::with_capacity(5);
-    set.push((":path", Cow::Owned(upstream_path)));
-    set.push((":authority", Cow::Borrowed(provider.host.as_str())));
-    set.push((
-        super::CLUSTER_HEADER,
-        Cow::Borrowed(provider.cluster.as_str()),
-    ));
-    match &provider.credential {
-        crate::gateway::Credential::None => {}
-        crate::gateway::Credential::Header { name, value } => {
-            set.push((name.as_str(), Cow::Borrowed(value.as_str())));
-        }
-        crate::gateway::Credential::Missing { env } => {
-            return Err(GatewayError::unavailable(format!(
-                "The provider '{}' has no credential: set {} in Envoy's environment.",
-                provider.name, env
-            )));
-        }
+    let read = body.is_some();
+    let mut f = super::upstream::forward_at(
+        upstream_path,
+        provider.backend,
+        false,
+        provider,
+        false,
+        body.unwrap_or_default(),
+    )?;
+    if !read {
+        f.set.retain(|(k, _)| *k != "content-length");
+        f.remove = STREAM_REMOVE;
     }
-    let (remove, body) = match body {
-        Some(b) => {
-            set.push(("content-length", Cow::Owned(b.len().to_string())));
-            (super::upstream::UPSTREAM_REMOVE, b)
-        }
-        None => (STREAM_REMOVE, Vec::new()),
-    };
-    Ok(Forward {
-        remove,
-        remove_more: Vec::new(),
-        strip_client_routing: true,
-        set,
-        body,
-    })
+    Ok(f)
 }
 
 /// `multipart/form-data; boundary=…` → the boundary.

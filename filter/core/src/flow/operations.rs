@@ -75,19 +75,29 @@ impl Flow {
         })?;
         let backend = t.provider.backend_for(api.wire());
         let native = backend.wire() == api.wire();
-        let now_s = self.start_ms / 1000;
-        match backend.token_count().filter(|_| native) {
-            Some(tc) => {
-                self.admission.admit(
-                    shared,
-                    t.key,
-                    t.model.budget_price(t.target),
-                    &self.public_model,
-                    0,
-                    0,
-                    false,
-                    now_s,
-                )?;
+        let provider_counts = backend.token_count().filter(|_| native);
+        // Decoded only when the gateway counts; what it cannot see (a
+        // stored response, a file) it cannot count either.
+        let req = match provider_counts {
+            Some(_) => None,
+            None => {
+                let req = counter.decode(body, endpoint)?;
+                super::route::refuse_untranslatable(&req, backend.kind())?;
+                Some(req)
+            }
+        };
+        self.admission.admit(
+            shared,
+            t.key,
+            t.model.budget_price(t.target),
+            &self.public_model,
+            0,
+            0,
+            false,
+            self.start_ms / 1000,
+        )?;
+        match (provider_counts, req) {
+            (Some(tc), _) => {
                 self.record.provider = Some(t.provider.name.clone());
                 self.record.upstream_model = Some(t.target.upstream_model.clone());
                 self.route = Some(Route::new(api, backend));
@@ -104,21 +114,8 @@ impl Flow {
                 )
                 .map(Routed::Forward)
             }
-            None => {
-                let req = counter.decode(body, endpoint)?;
-                // What the gateway cannot see (a stored response, a file)
-                // it cannot count either.
-                super::route::refuse_untranslatable(&req, backend.kind())?;
-                self.admission.admit(
-                    shared,
-                    t.key,
-                    t.model.budget_price(t.target),
-                    &self.public_model,
-                    0,
-                    0,
-                    false,
-                    now_s,
-                )?;
+            (None, req) => {
+                let req = req.ok_or_else(|| GatewayError::invalid_request("no request"))?;
                 let n = crate::tokens::count_request(&t.target.upstream_model, &req);
                 let mut reply = self.reply_ok(counter.encode(n));
                 reply.headers.push((TOKEN_COUNT_HEADER, "estimate".into()));

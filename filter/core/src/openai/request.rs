@@ -350,11 +350,7 @@ pub fn encode(req: &Request, upstream_model: &str, warnings: &mut Warnings) -> V
         Some(Reasoning::Effort(e)) => Some(e.as_str()),
         Some(Reasoning::Budget(b)) => {
             warnings.push("mapped the thinking budget to reasoning_effort for openai");
-            Some(match b {
-                0..=2048 => "low",
-                2049..=16384 => "medium",
-                _ => "high",
-            })
+            Some(crate::canonical::effort_for_budget(*b))
         }
         Some(Reasoning::Disabled) | None => None,
     };

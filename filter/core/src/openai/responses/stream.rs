@@ -293,15 +293,7 @@ impl Encoder {
             Vec::new(),
             None,
         );
-        self.emit(out, "response.created", json!({ "response": r }));
-        let r = response_object(
-            &self.id,
-            &self.model,
-            self.created,
-            "in_progress",
-            Vec::new(),
-            None,
-        );
+        self.emit(out, "response.created", json!({ "response": r.clone() }));
         self.emit(out, "response.in_progress", json!({ "response": r }));
     }
 
