@@ -3,6 +3,7 @@
 
 mod admission;
 mod capture;
+mod operations;
 mod request;
 mod resilience;
 mod response;
