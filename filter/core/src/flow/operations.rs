@@ -142,7 +142,7 @@ impl Flow {
         let backend = t.provider.backend_for(api.wire());
         let emb = backend.embeddings().ok_or_else(|| {
             GatewayError::invalid_request(format!(
-                "The model '{}' is served by a {} provider, which has no embeddings endpoint.",
+                "The model '{}' is served by a provider of kind '{}', which has no embeddings endpoint.",
                 self.public_model,
                 backend.kind()
             ))

@@ -373,7 +373,7 @@ pub(super) fn refuse_untranslatable(req: &Request, kind: &str) -> Result<(), Gat
     if let Some(what) = req.untranslatable.first() {
         return Err(GatewayError::invalid_request(format!(
             "This request uses {what}, which only the client API's own kind of provider serves; \
-             this model is served by a {kind} provider."
+             this model is served by a provider of kind '{kind}'."
         )));
     }
     for field in &req.unmapped {
