@@ -163,3 +163,48 @@ fn an_embeddings_budget_is_reserved_and_settled_at_the_input_price() {
     let spent = u64::from_le_bytes(v.unwrap()[..8].try_into().unwrap());
     assert_eq!(spent, 7 * 1000);
 }
+
+#[test]
+fn request_guardrails_apply_to_embedding_inputs() {
+    let mut cfg: sluice_config::PluginConfig = serde_json::from_value(json!({
+        "keys": [{"id": "k1", "sha256": sluice_config::hash_key("sk-1")}],
+        "providers": [{"name": "ge", "kind": "gemini", "cluster": "c", "host": "h",
+                       "auth": {"type": "none"}}],
+        "models": [{"name": "gem", "targets": [{"provider": "ge", "model": "g"}]}]
+    }))
+    .unwrap();
+    cfg.guardrails = serde_json::from_value(json!({"rules": [
+        {"name": "mail", "detector": "email", "action": "mask", "on": "request"},
+        {"name": "secret", "detector": {"regex": "top-secret"}, "action": "block",
+         "on": "request"}]}))
+    .unwrap();
+    let g = crate::gateway::Gateway::new(cfg, |_| None).unwrap();
+    // Blocked in an OpenAI body and in a Gemini batch.
+    for (path, body) in [
+        (
+            "/v1/embeddings",
+            r#"{"model":"gem","input":["fine","top-secret plan"]}"#,
+        ),
+        (
+            "/v1beta/models/gem:batchEmbedContents",
+            r#"{"requests":[{"content":{"parts":[{"text":"top-secret"}]}}]}"#,
+        ),
+    ] {
+        let mut f = Flow::new(0);
+        let BodyStep::Reply(r) = send(&g, &mut f, "POST", path, body) else {
+            panic!("not blocked: {path}");
+        };
+        assert_eq!(r.status, 400, "{path}");
+    }
+    // Masked before the provider sees it.
+    let mut f = Flow::new(0);
+    let fw = forwarded(send(
+        &g,
+        &mut f,
+        "POST",
+        "/v1/embeddings",
+        r#"{"model":"gem","input":"mail me at a@b.example"}"#,
+    ));
+    let sent = String::from_utf8(fw.body.clone()).unwrap();
+    assert!(!sent.contains("a@b.example"), "{sent}");
+}
