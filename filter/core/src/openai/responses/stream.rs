@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::response::{
@@ -163,21 +163,25 @@ struct ClosingResponse {
 /// The event's type: its SSE name, or (no name) found in the payload by
 /// a byte search, so the meter parses only the closing event.
 fn closing_kind(frame: &Frame<'_>) -> Option<&'static str> {
-    const KINDS: [&str; 5] = [
-        "response.completed",
-        "response.incomplete",
-        "response.failed",
-        "error",
-        "response.created",
+    /// (type, the member as the payload spells it): searched without
+    /// allocating, once per frame of a passthrough stream.
+    const KINDS: [(&str, &[u8]); 4] = [
+        ("response.completed", br#""type":"response.completed""#),
+        ("response.incomplete", br#""type":"response.incomplete""#),
+        ("response.failed", br#""type":"response.failed""#),
+        ("error", br#""type":"error""#),
     ];
     match frame.event {
-        Some(name) => KINDS.iter().copied().find(|k| k.as_bytes() == name),
+        Some(name) => KINDS
+            .iter()
+            .find(|(k, _)| k.as_bytes() == name)
+            .map(|(k, _)| *k),
         None => {
             let data = frame.data.as_deref()?;
-            KINDS.iter().copied().find(|k| {
-                let quoted = format!("\"type\":\"{k}\"");
-                data.windows(quoted.len()).any(|w| w == quoted.as_bytes())
-            })
+            KINDS
+                .iter()
+                .find(|(_, quoted)| memchr::memmem::find(data, quoted).is_some())
+                .map(|(k, _)| *k)
         }
     }
 }
@@ -212,6 +216,22 @@ impl crate::backend::UsageMeter for Meter {
 }
 
 // ---- encoder ----
+
+#[derive(Serialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary_index: Option<u32>,
+    delta: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[u8; 0]>,
+    sequence_number: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -392,28 +412,34 @@ impl Encoder {
         self.output.push(item);
     }
 
+    /// One delta event: typed and written straight out (the stream's
+    /// per-event path builds no JSON tree).
     fn delta(&mut self, kind: Kind, text: &str, out: &mut Vec<u8>) {
         let Some(it) = self.open.as_mut().filter(|it| it.kind == kind) else {
             return;
         };
         it.text.push_str(text);
-        let (name, payload) = match kind {
-            Kind::Reasoning => (
-                "response.reasoning_summary_text.delta",
-                json!({"item_id": it.id, "output_index": it.output_index, "summary_index": 0,
-                       "delta": text}),
-            ),
-            Kind::Message => (
-                "response.output_text.delta",
-                json!({"item_id": it.id, "output_index": it.output_index, "content_index": 0,
-                       "delta": text, "logprobs": []}),
-            ),
-            Kind::Call(_) => (
-                "response.function_call_arguments.delta",
-                json!({"item_id": it.id, "output_index": it.output_index, "delta": text}),
-            ),
+        let name = match kind {
+            Kind::Reasoning => "response.reasoning_summary_text.delta",
+            Kind::Message => "response.output_text.delta",
+            Kind::Call(_) => "response.function_call_arguments.delta",
         };
-        self.emit(out, name, payload);
+        let ev = DeltaEvent {
+            kind: name,
+            item_id: &it.id,
+            output_index: it.output_index,
+            content_index: (kind == Kind::Message).then_some(0),
+            summary_index: (kind == Kind::Reasoning).then_some(0),
+            delta: text,
+            logprobs: (kind == Kind::Message).then_some([]),
+            sequence_number: self.seq,
+        };
+        self.seq = self.seq.saturating_add(1);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        let _ = serde_json::to_writer(&mut *out, &ev);
+        out.extend_from_slice(b"\n\n");
     }
 
     fn is_open(&self, kind: Kind) -> bool {
