@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "envoy"))
 sys.path.insert(0, str(ROOT / "tests/bench"))
 import launch  # noqa: E402
 import loadbench  # noqa: E402
+import upstream  # noqa: E402
 
 
 def envoy_binary() -> str:
@@ -42,6 +43,10 @@ def envoy_binary() -> str:
 
 def profile(name: str, boot: str, body: bytes, requests: int, work: Path, port: int,
             admin: int, path: str = "/v1/chat/completions") -> dict:
+    headers = {"content-type": "application/json", "authorization": f"Bearer {loadbench.KEY}",
+               "x-mock-chunks": "8"}
+    if loadbench.is_stream(body.decode()):
+        headers["x-bench-stream"] = "1"
     cfg = work / f"{name}.yaml"
     cfg.write_text(boot)
     out = work / f"callgrind.{name}"
@@ -63,10 +68,7 @@ def profile(name: str, boot: str, body: bytes, requests: int, work: Path, port: 
 
         def req():
             r = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                       method="POST", headers={
-                                           "content-type": "application/json",
-                                           "authorization": f"Bearer {loadbench.KEY}",
-                                           "x-mock-chunks": "8"})
+                                       method="POST", headers=headers)
             with urllib.request.urlopen(r, timeout=120) as resp:
                 resp.read()
                 assert resp.status == 200, resp.status
@@ -126,6 +128,10 @@ def main() -> int:
     ap.add_argument("--compare", type=Path, metavar="WASM",
                     help="also run the Sluice cases with this other build (e.g. the last "
                          "release), row by row beside the current one")
+    ap.add_argument("--upstream", choices=("envoy", "mock"), default="envoy",
+                    help="envoy (default): an Envoy answering with direct_response from files "
+                         "captured from the mock, so a stream arrives as the same bytes every "
+                         "run; mock: the Rust mock")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind missing: scripts/ensure-deps.sh bench", file=sys.stderr)
@@ -133,9 +139,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sluice-profile-"))
     mock = launch.Mock(work, require_key=None, log_requests=False)
     rows = []
+    up = None
     try:
+        up_port = mock.port
+        if args.upstream == "envoy":
+            files = upstream.capture(mock.port, work, 50)
+            up_port, up_admin = launch.free_port(), launch.free_port()
+            up = launch.Envoy(work, upstream.render(listen_port=up_port, admin_port=up_admin,
+                                                    files=files),
+                              admin_port=up_admin, name="upstream")
         gpt = loadbench.request_body(False).encode()
         claude = loadbench.request_body(False, "bench-claude").encode()
+        gpt_s = loadbench.request_body(True).encode()
+        claude_s = loadbench.request_body(True, "bench-claude").encode()
         cases = [
             ("plain Envoy", None, None, gpt),
             ("no-op wasm filter", None, loadbench.NOOP, gpt),
@@ -143,6 +159,9 @@ def main() -> int:
             ("Sluice passthrough, lite module", loadbench.bench_config(), loadbench.LITE, gpt),
             ("Sluice openai→anthropic", loadbench.bench_config(), launch.WASM, claude),
             ("Sluice passthrough + guardrails", loadbench.guard_config(), launch.WASM, gpt),
+            ("plain Envoy, stream (50 events)", None, None, gpt_s),
+            ("Sluice passthrough, stream", loadbench.bench_config(), launch.WASM, gpt_s),
+            ("Sluice openai→anthropic, stream", loadbench.bench_config(), launch.WASM, claude_s),
         ]
         if args.probes:
             # The no-op filter performing one kind of host operation each, then
@@ -158,30 +177,34 @@ def main() -> int:
                                    case[3]))
             cases = paired
         if args.only:
-            cases = [c for c in cases if c[0] == "plain Envoy" or args.only in c[0]]
+            cases = [c for c in cases if c[0].startswith("plain Envoy") or args.only in c[0]]
         for i, (name, config, wasm, body) in enumerate(cases):
             port, admin = launch.free_port(), launch.free_port()
             if config is None or wasm == loadbench.NOOP:
                 boot = launch.render_plain(listen_port=port, admin_port=admin,
-                                           mock_port=mock.port, access_log=work / "a.log",
+                                           mock_port=up_port, access_log=work / "a.log",
                                            wasm=wasm, config=config,
                                            log_usage="usage_property" in str(config))
             else:
                 boot = launch.render_bootstrap(config=config, listen_port=port,
-                                               admin_port=admin, mock_port=mock.port,
+                                               admin_port=admin, mock_port=up_port,
                                                access_log=work / "a.log", real_clusters=False,
                                                wasm=wasm)
             rows.append((name, profile(f"case{i}", boot, body, args.requests, work, port, admin)))
     finally:
+        if up is not None:
+            up.stop()
         mock.stop()
     base = rows[0][1]["total"]
+    base_stream = next((r["total"] for n, r in rows if n.startswith("plain Envoy, stream")), base)
     print(f"\nInstructions per request (callgrind, {args.requests} sequential ~2 KB requests "
           f"after 50 warm-up, Envoy --concurrency 1):\n")
     print("| case | total | vs plain | Envoy binary (incl. V8 runtime) | JIT (wasm) | anon | libc |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         k = lambda x: f"{r.get(x, 0) / 1000:.0f}k"  # noqa: E731
-        print(f"| {name} | {r['total'] / 1000:.0f}k | {100 * base / r['total']:.0f}% | "
+        b = base_stream if "stream" in name else base
+        print(f"| {name} | {r['total'] / 1000:.0f}k | {100 * b / r['total']:.0f}% | "
               f"{k('envoy')} | {k('jit')} | {k('anon')} | {k('libc')} |")
     print("\n`vs plain` is plain's instructions over the case's: the throughput ratio one "
           "core would reach if nothing but Envoy's instructions mattered.")

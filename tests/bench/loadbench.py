@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """`make bench`: what Sluice costs against plain Envoy, measured in one run.
 
-Starts the release mock provider (no added delay), a plain Envoy routing to
-it (the ceiling) and an Envoy with Sluice, each with --concurrency 1, and
-drives the same request through both with wrk. Loopback only; bounded time
-(about DURATION x cases + startup).
+Starts an upstream, a plain Envoy routing to it (the ceiling) and Envoys
+with Sluice, each with --concurrency 1, and drives the same request through
+each with wrk. The upstream is, by default, a second Envoy answering from
+files with `direct_response` (`upstream.py`: it cannot be the bottleneck, so
+the ratios are the gateway's), or with `--upstream mock` the Rust mock
+provider (no added delay). Loopback only; bounded time (about DURATION x
+cases + startup).
 
-    python3 tests/bench/loadbench.py [--duration 2] [--rounds 3] [--connections 16]
+    python3 tests/bench/loadbench.py [--upstream envoy|mock] [--duration 2] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "envoy"))
 import launch  # noqa: E402
+import upstream  # noqa: E402
 
 KEY = "sk-bench"
 
@@ -61,7 +65,7 @@ wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 wrk.headers["x-mock-chunks"] = "{chunks}"
-"""
+{stream_header}"""
 
 TCK = os.sysconf("SC_CLK_TCK")
 
@@ -74,7 +78,9 @@ def cpu_seconds(pid: int) -> float:
 def run_wrk(url: str, path: str, body: str, chunks: int, duration: int, connections: int,
             workdir: Path, pid: int | None = None) -> dict:
     script = workdir / f"req-{abs(hash((body, chunks)))}.lua"
-    script.write_text(LUA.format(body=json.dumps(body), key=KEY, chunks=chunks))
+    stream = 'wrk.headers["x-bench-stream"] = "1"\n' if is_stream(body) else ""
+    script.write_text(LUA.format(body=json.dumps(body), key=KEY, chunks=chunks,
+                                 stream_header=stream))
     c0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
@@ -92,9 +98,14 @@ def run_wrk(url: str, path: str, body: str, chunks: int, duration: int, connecti
             "cpu_us": 1e6 * cpu / max(total, 1)}
 
 
-def rss_mb(pid: int) -> float:
+def is_stream(body: str) -> bool:
+    return bool(json.loads(body).get("stream"))
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory (`VmHWM`: its peak) of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -152,9 +163,11 @@ def post(url: str, path: str, body: str, chunks: int = 8, stream: bool = False) 
     u = urlparse(url)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     t0 = time.perf_counter()
-    c.request("POST", path, body=body, headers={
-        "content-type": "application/json", "authorization": f"Bearer {KEY}",
-        "x-mock-chunks": str(chunks)})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}",
+               "x-mock-chunks": str(chunks)}
+    if is_stream(body):
+        headers["x-bench-stream"] = "1"
+    c.request("POST", path, body=body, headers=headers)
     r = c.getresponse()
     r.read1(1) if stream else r.read(1)
     first = time.perf_counter() - t0
@@ -177,6 +190,41 @@ def median(v: list) -> float:
     return v[len(v) // 2] if v else float("nan")
 
 
+# Issue 17's targets: (row, minimum ratio to plain Envoy).
+RATIO_TARGETS = (
+    ("non-stream", "Sluice passthrough openai→openai", 0.75),
+    ("non-stream", "Sluice openai→anthropic", 0.60),
+    ("stream", "Sluice passthrough openai→openai", 0.60),
+    ("stream", "Sluice openai→anthropic", 0.50),
+)
+
+
+def targets(rows: list, mem: list, plain_rss: float, plain_slope: float) -> None:
+    """The targets against this run's figures (met or not, never asserted:
+    a shared machine's wall clock is no gate)."""
+    print("Targets (this run):")
+    print()
+    print("| target | result | |")
+    print("|---|---:|---|")
+    for case, name, want in RATIO_TARGETS:
+        for c, n, r, _, _ in rows:
+            if c.startswith(case) and n == name:
+                print(f"| {name}, {case} ≥ {want:.2f} × plain | {r['ratio']:.2f} | "
+                      f"{'met' if r['ratio'] >= want else 'not met'} |")
+    worst = max((r["p99"] - b["p99"] for c, n, r, b, _ in rows
+                 if c == "non-stream" and n.startswith("Sluice")), default=0.0)
+    print(f"| added p99 ≤ 1 ms, non-stream (worst Sluice row) | {worst:+.2f} ms | "
+          f"{'met' if worst <= 1.0 else 'not met'} |")
+    for name, per_vm, rss1 in mem:
+        if name.startswith("Sluice (full module, tokenizer not used)"):
+            over = rss1 - plain_rss
+            print(f"| RSS, full module, --concurrency 1 ≤ plain + 40 MB | +{over:.0f} MB | "
+                  f"{'met' if over <= 40 else 'not met'} |")
+            extra = per_vm - plain_slope
+            print(f"| RSS per extra worker ≤ 5 MB | {extra:.1f} MB | "
+                  f"{'met' if extra <= 5 else 'not met'} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
@@ -184,17 +232,27 @@ def main() -> int:
                     help="alternations with plain Envoy per case (medians reported)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--stream-events", type=int, default=50)
+    ap.add_argument("--upstream", choices=("envoy", "mock"), default="envoy",
+                    help="envoy: a second Envoy answering with direct_response from files "
+                         "captured from the mock (cannot be the bottleneck); mock: the Rust mock")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     # No key check: plain Envoy forwards the request as the client sent it.
     mock = launch.Mock(work, require_key=None, log_requests=False, workers=1)
     envs = []
     try:
-        plain, plain_url, plain_ready = start_sluice(work, "plain", None, mock.port)
-        noop, noop_url, noop_ready = start_sluice(work, "noop", None, mock.port, plain_wasm=NOOP)
-        sluice, s_url, s_ready = start_sluice(work, "sluice", bench_config(), mock.port)
-        guard, g_url, _ = start_sluice(work, "guard", guard_config(), mock.port)
-        tokens, t_url, _ = start_sluice(work, "tokens", token_config(), mock.port)
+        up_port = mock.port
+        if args.upstream == "envoy":
+            files = upstream.capture(mock.port, work, args.stream_events)
+            up_port, up_admin = launch.free_port(), launch.free_port()
+            envs.append(launch.Envoy(work, upstream.render(
+                listen_port=up_port, admin_port=up_admin, files=files),
+                admin_port=up_admin, name="upstream"))
+        plain, plain_url, plain_ready = start_sluice(work, "plain", None, up_port)
+        noop, noop_url, noop_ready = start_sluice(work, "noop", None, up_port, plain_wasm=NOOP)
+        sluice, s_url, s_ready = start_sluice(work, "sluice", bench_config(), up_port)
+        guard, g_url, _ = start_sluice(work, "guard", guard_config(), up_port)
+        tokens, t_url, _ = start_sluice(work, "tokens", token_config(), up_port)
         envs += [plain, noop, sluice, guard, tokens]
         chat, msgs = "/v1/chat/completions", "/v1/messages"
         rows = []
@@ -230,7 +288,7 @@ def main() -> int:
                                         args.connections, work, env.proc.pid))
                 r, base = medians(mine), medians(theirs or mine)
                 r["ratio"] = median([m["rps"] / t["rps"] for m, t in zip(mine, theirs or mine)])
-                rows.append((case, name, r, base))
+                rows.append((case, name, r, base, env))
                 if stream and env is not plain:
                     # Alternating with plain Envoy request by request, so drift
                     # on this shared machine hits both sides alike.
@@ -245,7 +303,7 @@ def main() -> int:
         for name, config, wasm in (("plain Envoy", None, None),
                                    ("Sluice (full module)", bench_config(), launch.WASM),
                                    ("Sluice (lite module)", bench_config(), LITE)):
-            e, url, ready = start_sluice(work, f"cold-{len(cold)}", config, mock.port, wasm=wasm)
+            e, url, ready = start_sluice(work, f"cold-{len(cold)}", config, up_port, wasm=wasm)
             first = post(url, chat, request_body(False))[1]
             second = median([post(url, chat, request_body(False))[1] for _ in range(20)])
             cold.append((name, ready, first, second,
@@ -256,7 +314,7 @@ def main() -> int:
         def slope(config, wasm) -> tuple[float, float]:
             rss = []
             for c in (1, 3):
-                e, url, _ = start_sluice(work, f"mem-{c}-{len(envs)}", config, mock.port,
+                e, url, _ = start_sluice(work, f"mem-{c}-{len(envs)}", config, up_port,
                                          wasm=wasm, concurrency=c)
                 envs.append(e)
                 for _ in range(300):  # spread over the workers
@@ -271,22 +329,25 @@ def main() -> int:
                ("Sluice (lite module, no tokenizer)", *slope(bench_config(), LITE))]
 
         print()
+        up_name = ("an Envoy answering with direct_response" if args.upstream == "envoy"
+                   else "the Rust mock provider with no delay")
         print(f"wrk -t1 -c{args.connections} -d{args.duration}s × {args.rounds} rounds "
               f"alternating with plain Envoy (medians), Envoy --concurrency 1, "
-              f"~2 KB request, mock provider with no delay; {os.cpu_count()} cores; "
+              f"~2 KB request, upstream: {up_name}; {os.cpu_count()} cores; "
               f"filter {launch.WASM.stat().st_size / 1024:.0f} KB (lite "
               f"{LITE.stat().st_size / 1024:.0f} KB)")
         print()
         print("| case | gateway | req/s | plain req/s (alternating runs) | vs plain | p50 ms | "
               "p99 ms | added p50 ms | added p99 ms | Envoy CPU µs/req | plain CPU µs/req | "
-              "non-2xx |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for case, name, r, base in rows:
+              "peak RSS MB | non-2xx |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        peak = {id(e): rss_mb(e.proc.pid, "VmHWM") for *_, e in rows}
+        for case, name, r, base, env in rows:
             print(f"| {case} | {name} | {r['rps']:.0f} | {base['rps']:.0f} | "
                   f"{100 * r['ratio']:.0f}% | "
                   f"{r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - base['p50']:+.2f} | "
                   f"{r['p99'] - base['p99']:+.2f} | {r['cpu_us']:.0f} | {base['cpu_us']:.0f} | "
-                  f"{r['errors']} |")
+                  f"{peak[id(env)]:.0f} | {r['errors']} |")
         print()
         print("Streams, time to first byte (200 requests alternating with plain Envoy, medians):")
         print()
@@ -311,7 +372,9 @@ def main() -> int:
         print("|---|---:|---:|")
         for name, per_vm, rss1 in mem:
             print(f"| {name} | {per_vm - plain_slope:.1f} | {rss1:.1f} MB |")
-        bad = [r for _, _, r, _ in rows if r["errors"]]
+        print()
+        targets(rows, mem, plain_rss, plain_slope)
+        bad = [r for _, _, r, _, _ in rows if r["errors"]]
         return 1 if bad else 0
     finally:
         for e in envs:

@@ -3,7 +3,12 @@
 //! to see where the filter's own instructions go (docs/benchmarks.md).
 //!
 //!     cargo build --release --example profile_flow -p sluice-core
-//!     valgrind --tool=callgrind target/release/examples/profile_flow 2000 [translate]
+//!     valgrind --tool=callgrind target/release/examples/profile_flow 2000 [translate|stream|translate-stream]
+//!
+//! `stream`: the answer is a 50-event OpenAI stream with the usage chunk the
+//! gateway asked for (what `make bench`'s stream rows send), passed through;
+//! `translate-stream`: a 50-event Anthropic stream translated for an OpenAI
+//! client.
 
 // Test, benchmark and profiling code may panic: the no-panic lints are for
 // the filter itself (workspace Cargo.toml).
@@ -24,13 +29,34 @@ mod fixtures;
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let translate = args.next().as_deref() == Some("translate");
+    let mode = args.next();
+    let translate = matches!(mode.as_deref(), Some("translate" | "translate-stream"));
+    let stream = matches!(mode.as_deref(), Some("stream" | "translate-stream"));
     let gw = fixtures::gateway();
     let body = fixtures::request_2kb(if translate { "claude" } else { "gpt" });
-    let response = if translate {
+    let sse = if translate {
+        fixtures::anthropic_stream(50)
+    } else {
+        fixtures::openai_stream(50)
+    };
+    let response = if stream {
+        &sse[..]
+    } else if translate {
         fixtures::ANTHROPIC_RESPONSE
     } else {
         fixtures::OPENAI_RESPONSE
+    };
+    let body = if stream {
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["stream"] = true.into();
+        serde_json::to_vec(&v).unwrap()
+    } else {
+        body
+    };
+    let content_type = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
     };
     let store = sluice_core::budget::MemoryStore::default();
     let mut total = 0usize;
@@ -54,7 +80,7 @@ fn main() {
         {
             total += fw.body.len();
         }
-        f.on_response_headers(&gw, 200, Some("application/json"));
+        f.on_response_headers(&gw, 200, Some(content_type));
         if let ResponseBodyStep::ReplaceWithStatus(_, b) | ResponseBodyStep::Replace(b) =
             f.on_response_body(&gw, response.len(), true, 1, || Some(response.to_vec()))
         {

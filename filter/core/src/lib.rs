@@ -25,6 +25,7 @@ pub mod header_map;
 pub mod json_splice;
 pub mod limits;
 pub mod metrics;
+pub mod needle;
 pub mod openai;
 pub mod registry;
 pub mod request_probe;

@@ -3,6 +3,12 @@
 //! families, cl100k otherwise (for Anthropic and Gemini models the count is
 //! an estimate; provider-reported usage settles it). A VM that never needs
 //! a count never loads a tokenizer (measured cost: docs/guardrails.md).
+//!
+//! The encodings are embedded as raw ranked bytes written by build.rs (2.3
+//! MB), not through tiktoken-rs's loaders, which would embed them as base64
+//! text (5.3 MB): module bytes are paid several times over in every Envoy
+//! (copies of the module, and each VM's linear memory), counting or not
+//! (docs/benchmarks.md, "Memory").
 
 //!
 //! Built without the `tokenizer` feature (the "lite" module: no encodings
@@ -15,6 +21,54 @@ use std::cell::OnceCell;
 
 #[cfg(feature = "tokenizer")]
 use tiktoken_rs::CoreBPE;
+
+#[cfg(feature = "tokenizer")]
+mod encodings {
+    use rustc_hash::FxHashMap;
+    use tiktoken_rs::{CoreBPE, Rank};
+
+    static CL100K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.ranks"));
+    static O200K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.ranks"));
+
+    /// The pre-tokenisation patterns of the two encodings (as tiktoken
+    /// defines them; the native test below checks the counts agree).
+    const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
+
+    pub fn cl100k() -> Option<CoreBPE> {
+        let specials = [
+            ("<|endoftext|>", 100257),
+            ("<|fim_prefix|>", 100258),
+            ("<|fim_middle|>", 100259),
+            ("<|fim_suffix|>", 100260),
+            ("<|endofprompt|>", 100276),
+        ];
+        build(CL100K, &specials, CL100K_PATTERN)
+    }
+
+    pub fn o200k() -> Option<CoreBPE> {
+        let specials = [("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)];
+        build(O200K, &specials, tiktoken_rs::O200K_BASE_PAT_STR)
+    }
+
+    /// The ranks file: per rank from 0, a length byte and the token.
+    fn build(data: &[u8], specials: &[(&str, Rank)], pattern: &str) -> Option<CoreBPE> {
+        let mut encoder: FxHashMap<Vec<u8>, Rank> =
+            FxHashMap::with_capacity_and_hasher(data.len() / 8, Default::default());
+        let (mut at, mut rank) = (0usize, 0 as Rank);
+        while let Some(&len) = data.get(at) {
+            let start = at.checked_add(1)?;
+            let end = start.checked_add(usize::from(len))?;
+            encoder.insert(data.get(start..end)?.to_vec(), rank);
+            at = end;
+            rank = rank.checked_add(1)?;
+        }
+        let specials = specials
+            .iter()
+            .map(|(s, r)| ((*s).to_owned(), *r))
+            .collect();
+        CoreBPE::new(encoder, specials, pattern).ok()
+    }
+}
 
 use crate::canonical::{Part, Request};
 
@@ -59,9 +113,9 @@ pub fn count(model: &str, text: &str) -> u64 {
         None => text.len() as u64 / 4,
     };
     if uses_o200k(model) {
-        O200K.with(|c| with(c.get_or_init(|| tiktoken_rs::o200k_base().ok())))
+        O200K.with(|c| with(c.get_or_init(encodings::o200k)))
     } else {
-        CL100K.with(|c| with(c.get_or_init(|| tiktoken_rs::cl100k_base().ok())))
+        CL100K.with(|c| with(c.get_or_init(encodings::cl100k)))
     }
 }
 
@@ -127,6 +181,39 @@ fn request_text(r: &Request) -> String {
 #[cfg(all(test, feature = "tokenizer"))]
 mod tests {
     use super::*;
+
+    /// The embedded encodings (build.rs's raw ranks + the patterns here)
+    /// tokenise exactly as tiktoken-rs's own loaders do.
+    #[cfg(all(feature = "tokenizer", not(target_arch = "wasm32")))]
+    #[test]
+    fn embedded_encodings_match_tiktoken() {
+        let texts = [
+            "hello world",
+            "Summarise: Die Gateways laufen im Mesh. Ça coûte 12345 € — naïve façade.",
+            "I'm sure you've seen they'll re-run it; DON'T stop.\r\n\n\tindented   spaces  ",
+            "fn main() { let x = vec![1, 2, 3]; println!(\"{x:?}\"); }\n\n\n",
+            "日本語のテキストと한국어 그리고 emoji 🚀🔥 mixed with numbers 3.14159265",
+            "<|endoftext|> is ordinary text here",
+        ];
+        let ours = [encodings::cl100k().unwrap(), encodings::o200k().unwrap()];
+        let theirs = [
+            tiktoken_rs::cl100k_base().unwrap(),
+            tiktoken_rs::o200k_base().unwrap(),
+        ];
+        for (a, b) in ours.iter().zip(&theirs) {
+            for t in texts {
+                assert_eq!(a.encode_ordinary(t), b.encode_ordinary(t), "{t}");
+            }
+            let all: String = texts.concat().repeat(20);
+            assert_eq!(a.encode_ordinary(&all), b.encode_ordinary(&all));
+        }
+        // Every rank: the same bytes.
+        for (a, b) in ours.iter().zip(&theirs) {
+            for rank in 0..100_000 {
+                assert_eq!(a.decode_bytes(&[rank]).ok(), b.decode_bytes(&[rank]).ok());
+            }
+        }
+    }
 
     #[test]
     fn counts_with_the_family_encoding() {

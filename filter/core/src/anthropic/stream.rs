@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::anthropic::response::{class_from_type, error_body, message_id, usage_from, usage_to};
-use crate::anthropic::types::{BlockDelta, StartBlock, StreamPayload};
+use crate::anthropic::types::{BlockDelta, FlatDelta, StartBlock, StreamPayload};
 use crate::canonical::{FinishReason, ProviderError, StreamEvent};
 use crate::framing::Frame as SseEvent;
 use sluice_records::TokenUsage;
@@ -29,11 +29,45 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    fn delta(&mut self, index: usize, delta: BlockDelta, out: &mut Vec<StreamEvent>) {
+        match delta {
+            BlockDelta::TextDelta { text } => out.push(StreamEvent::Text(text)),
+            BlockDelta::ThinkingDelta { thinking } => out.push(StreamEvent::Thinking(thinking)),
+            BlockDelta::SignatureDelta { signature } => {
+                out.push(StreamEvent::ThinkingSignature(signature))
+            }
+            BlockDelta::InputJsonDelta { partial_json } => {
+                if let Some(&t) = self.tool_blocks.get(&index) {
+                    if !partial_json.is_empty() {
+                        out.push(StreamEvent::ToolCallArgs {
+                            index: t,
+                            fragment: partial_json,
+                        });
+                    }
+                }
+            }
+            BlockDelta::Other => {}
+        }
+    }
+}
+
 impl crate::backend::StreamDecoder for Decoder {
     fn decode(&mut self, ev: &SseEvent<'_>, out: &mut Vec<StreamEvent>) {
         let Some(data) = ev.data.as_deref() else {
             return;
         };
+        // Nearly every event of a stream is a delta: read it flat (see
+        // `FlatDelta`); anything it does not take goes the general way.
+        if ev.event == Some(b"content_block_delta".as_slice()) {
+            if let Some((index, delta)) = serde_json::from_slice::<FlatDelta>(data)
+                .ok()
+                .and_then(FlatDelta::into_delta)
+            {
+                self.delta(index, delta, out);
+                return;
+            }
+        }
         let Some(payload) = crate::canonical::parse_event::<StreamPayload>(data, out) else {
             return;
         };
@@ -66,24 +100,7 @@ impl crate::backend::StreamDecoder for Decoder {
                 }
                 _ => {}
             },
-            StreamPayload::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => out.push(StreamEvent::Text(text)),
-                BlockDelta::ThinkingDelta { thinking } => out.push(StreamEvent::Thinking(thinking)),
-                BlockDelta::SignatureDelta { signature } => {
-                    out.push(StreamEvent::ThinkingSignature(signature))
-                }
-                BlockDelta::InputJsonDelta { partial_json } => {
-                    if let Some(&t) = self.tool_blocks.get(&index) {
-                        if !partial_json.is_empty() {
-                            out.push(StreamEvent::ToolCallArgs {
-                                index: t,
-                                fragment: partial_json,
-                            });
-                        }
-                    }
-                }
-                BlockDelta::Other => {}
-            },
+            StreamPayload::ContentBlockDelta { index, delta } => self.delta(index, delta, out),
             StreamPayload::MessageDelta { delta, usage } => {
                 if let Some(u) = usage {
                     // Cumulative: set, never add. Input-side counts may be

@@ -282,6 +282,76 @@ pub enum BlockDelta {
     Other,
 }
 
+/// A `content_block_delta` payload read flat, the hot path of a translated
+/// Anthropic stream: the internally tagged `StreamPayload` and `BlockDelta`
+/// make serde buffer each payload into a `Content` tree (an allocation per
+/// member) before picking the variant — most of the decoding cost per
+/// event, measured (docs/benchmarks.md). The event name already says what
+/// the payload is; the delta's own `type` is a plain field here.
+#[derive(Debug, Deserialize)]
+pub struct FlatDelta {
+    /// The payload's own `type`, when present, must agree with the name.
+    #[serde(rename = "type", default)]
+    kind: Option<PayloadKind>,
+    index: usize,
+    delta: FlatBlockDelta,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PayloadKind {
+    ContentBlockDelta,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct FlatBlockDelta {
+    #[serde(rename = "type")]
+    kind: DeltaKind,
+    text: Option<String>,
+    thinking: Option<String>,
+    signature: Option<String>,
+    partial_json: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DeltaKind {
+    TextDelta,
+    ThinkingDelta,
+    SignatureDelta,
+    InputJsonDelta,
+    #[serde(other)]
+    Other,
+}
+
+impl FlatDelta {
+    /// The delta as `BlockDelta` would have read it; None where that would
+    /// have refused it (a member its type requires is missing): the general
+    /// path then reports the error.
+    pub fn into_delta(self) -> Option<(usize, BlockDelta)> {
+        if matches!(self.kind, Some(PayloadKind::Other)) {
+            return None;
+        }
+        let d = self.delta;
+        let delta = match d.kind {
+            DeltaKind::TextDelta => BlockDelta::TextDelta { text: d.text? },
+            DeltaKind::ThinkingDelta => BlockDelta::ThinkingDelta {
+                thinking: d.thinking?,
+            },
+            DeltaKind::SignatureDelta => BlockDelta::SignatureDelta {
+                signature: d.signature?,
+            },
+            DeltaKind::InputJsonDelta => BlockDelta::InputJsonDelta {
+                partial_json: d.partial_json?,
+            },
+            DeltaKind::Other => BlockDelta::Other,
+        };
+        Some((self.index, delta))
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub struct MessageDeltaBody {
     #[serde(default)]

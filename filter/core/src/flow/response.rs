@@ -64,6 +64,19 @@ pub(super) struct ResponseState {
     pub usage_estimated: bool,
 }
 
+/// `chunk` up to `end`, without the `drops` ranges (in order, inside it).
+/// Cut in place: the usage chunk is at the end of a stream, so only the
+/// few bytes after it move.
+fn without(mut chunk: Vec<u8>, end: usize, drops: &[std::ops::Range<usize>]) -> Vec<u8> {
+    chunk.truncate(end);
+    for d in drops.iter().rev() {
+        if d.start <= d.end && d.end <= chunk.len() {
+            chunk.drain(d.clone());
+        }
+    }
+    chunk
+}
+
 impl Flow {
     pub fn on_response_headers(
         &mut self,
@@ -381,7 +394,16 @@ impl Flow {
                     self.record.ttft_ms = Some(now_ms.saturating_sub(self.start_ms));
                 }
                 let had_carry = parser.pending() > 0;
+                // Without a carried tail, events borrow from `chunk`: they
+                // are not copied out one by one (12 KB per 50-event answer)
+                // but located, and the chunk itself is what is forwarded —
+                // unchanged, cut before an unfinished event, or with the
+                // usage chunk the client did not ask for taken out.
+                let copy = had_carry;
+                let base = chunk.as_ptr() as usize;
                 let mut out: Vec<u8> = Vec::new();
+                let mut drops: Vec<std::ops::Range<usize>> = Vec::new();
+                let mut complete = 0usize;
                 let mut dropped = false;
                 let mut usage = None;
                 let strip = *strip_usage_chunk;
@@ -396,13 +418,24 @@ impl Flow {
                     if !info.usage_only && ev.data.as_deref().is_some_and(|d| d != b"[DONE]") {
                         events = events.saturating_add(1);
                     }
+                    let at = (ev.raw.as_ptr() as usize).saturating_sub(base);
+                    let end = at.saturating_add(ev.raw.len());
+                    if !copy {
+                        complete = end;
+                    }
                     if strip && info.usage_only {
                         dropped = true;
-                    } else {
+                        if !copy {
+                            drops.push(at..end);
+                        }
+                    } else if copy {
                         out.extend_from_slice(ev.raw);
                     }
                 });
-                let unchanged = !dropped && !had_carry && parser.pending() == 0;
+                let unchanged = !dropped && !had_carry && parser.pending() == 0 && res.is_ok();
+                if !copy && !unchanged {
+                    out = without(chunk, complete, &drops);
+                }
                 self.response.stream_events = self.response.stream_events.saturating_add(events);
                 self.response.stream_failed |= failed;
                 if usage.is_some() {

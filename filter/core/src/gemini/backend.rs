@@ -99,7 +99,8 @@ impl UsageMeter for Meter {
         let Some(data) = frame.data.as_deref() else {
             return FrameUsage::default();
         };
-        if memchr::memmem::find(data, b"promptTokenCount").is_none() {
+        static USAGE: crate::needle::Needle = crate::needle::Needle::new(b"promptTokenCount");
+        if USAGE.find(data).is_none() {
             return FrameUsage {
                 error: crate::backend::is_error_payload(data),
                 ..FrameUsage::default()

@@ -139,15 +139,15 @@ impl crate::backend::StreamDecoder for Decoder {
 
 // ---- encoder ----
 
+/// A chunk's members before its choices (`Encoder::write`); the chunk is
+/// `{id, object, created, model, choices[, usage]}` in that order.
 #[derive(Serialize)]
-struct OutChunk<'a> {
+struct OutHead<'a> {
     id: &'a str,
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: &'a [OutChoice<'a>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<types::Usage>,
+    choices: [(); 0],
 }
 
 #[derive(Serialize)]
@@ -196,6 +196,8 @@ pub struct Encoder {
     started: bool,
     usage: Option<TokenUsage>,
     closed: bool,
+    /// `data: {"id":…,"model":…,"choices":` as every chunk begins.
+    head: Vec<u8>,
 }
 
 impl Encoder {
@@ -208,10 +210,11 @@ impl Encoder {
             started: false,
             usage: None,
             closed: false,
+            head: Vec::new(),
         }
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: OutDelta<'_>, finish: Option<&'static str>) {
+    fn chunk(&mut self, out: &mut Vec<u8>, delta: OutDelta<'_>, finish: Option<&'static str>) {
         let choices = [OutChoice {
             index: 0,
             delta,
@@ -221,18 +224,32 @@ impl Encoder {
         self.write(out, &choices, None);
     }
 
-    fn write(&self, out: &mut Vec<u8>, choices: &[OutChoice<'_>], usage: Option<types::Usage>) {
-        let c = OutChunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices,
-            usage,
-        };
-        out.extend_from_slice(b"data: ");
-        let _ = serde_json::to_writer(&mut *out, &c);
-        out.extend_from_slice(b"\n\n");
+    fn write(&mut self, out: &mut Vec<u8>, choices: &[OutChoice<'_>], usage: Option<types::Usage>) {
+        // Every chunk starts with the same id, object, created and model:
+        // written once, then copied (escaping them on each event was a
+        // fifth of a translated stream's instructions). Fixed once the
+        // stream has started; before that the id may still change.
+        if self.head.is_empty() || !self.started {
+            let head = OutHead {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [(); 0],
+            };
+            self.head.clear();
+            self.head.extend_from_slice(b"data: ");
+            let _ = serde_json::to_writer(&mut self.head, &head);
+            // `…,"choices":[]}` → `…,"choices":`: the chunk's own follow.
+            self.head.truncate(self.head.len().saturating_sub(3));
+        }
+        out.extend_from_slice(&self.head);
+        let _ = serde_json::to_writer(&mut *out, choices);
+        if let Some(u) = usage {
+            out.extend_from_slice(b",\"usage\":");
+            let _ = serde_json::to_writer(&mut *out, &u);
+        }
+        out.extend_from_slice(b"}\n\n");
     }
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
@@ -353,5 +370,63 @@ impl crate::api::StreamEncoder for Encoder {
                 self.closed = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_head_tests {
+    use super::*;
+    use crate::api::StreamEncoder;
+    use crate::canonical::FinishReason;
+
+    /// Chunks share a head written once: each is still one JSON object with
+    /// OpenAI's member order, the id settled by `Start`, usage last.
+    #[test]
+    fn every_chunk_is_whole_json_in_openai_order() {
+        let mut e = Encoder::new("m\"odel", 7, true);
+        let mut out = Vec::new();
+        for ev in [
+            StreamEvent::Start {
+                id: "abc".into(),
+                model: "up".into(),
+            },
+            StreamEvent::Text("hi \"there\"".into()),
+            StreamEvent::Finish {
+                reason: FinishReason::Stop,
+                stop_sequence: None,
+            },
+            StreamEvent::Usage(TokenUsage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                ..TokenUsage::default()
+            }),
+            StreamEvent::Done,
+        ] {
+            e.encode(&ev, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let chunks: Vec<serde_json::Value> = text
+            .split("\n\n")
+            .filter_map(|f| f.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert!(chunks.len() >= 3, "{text}");
+        for c in &chunks {
+            assert_eq!(c["id"], "chatcmpl-abc");
+            assert_eq!(c["model"], "m\"odel");
+            assert_eq!(c["created"], 7);
+            assert_eq!(c["object"], "chat.completion.chunk");
+        }
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "hi \"there\"");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["usage"]["prompt_tokens"], 3);
+        assert_eq!(last["choices"], serde_json::json!([]));
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.starts_with(r#"data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":7,"model":"m\"odel","choices":[{"#),
+            "{first}"
+        );
+        assert!(text.ends_with("data: [DONE]\n\n"));
     }
 }

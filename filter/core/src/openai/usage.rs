@@ -4,6 +4,8 @@ use serde::Deserialize;
 
 use sluice_records::TokenUsage;
 
+use crate::needle::Needle;
+
 #[derive(Deserialize, Default)]
 struct Usage {
     #[serde(default)]
@@ -74,9 +76,12 @@ pub struct ChunkInfo {
 }
 
 /// Inspects one `data:` payload of a Chat Completions stream. Chunks that
-/// cannot hold usage are not parsed at all (the per-event hot path).
+/// cannot hold usage are not parsed at all (the per-event hot path): with
+/// `stream_options.include_usage` OpenAI puts `"usage":null` on every
+/// chunk, and parsing each of them was three quarters of a passthrough
+/// stream's instructions (docs/benchmarks.md).
 pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
-    if memchr::memmem::find(data, b"\"usage\"").is_none() {
+    if !has_usage_value(data) {
         return ChunkInfo::default();
     }
     let Ok(p) = serde_json::from_slice::<Probe>(data) else {
@@ -88,6 +93,28 @@ pub fn inspect_chunk(data: &[u8]) -> ChunkInfo {
         usage: usage.map(Usage::into_tokens),
         usage_only,
     }
+}
+
+/// Whether a `"usage"` member with a value other than `null` may be in
+/// the payload. A quote inside a JSON string is escaped, so the bytes
+/// `"usage"` followed by a colon are a member name (of the chunk or of
+/// Groq's `x_groq`); anything unexpected answers yes, and the parse decides.
+fn has_usage_value(data: &[u8]) -> bool {
+    static USAGE: Needle = Needle::new(b"\"usage\"");
+    USAGE.find_iter(data).any(|at| {
+        let rest = data
+            .get(at.saturating_add(USAGE.len())..)
+            .unwrap_or_default();
+        let mut after = rest.iter().copied().skip_while(u8::is_ascii_whitespace);
+        if after.next() != Some(b':') {
+            // `"usage"` as a string value, not a member name.
+            return false;
+        }
+        !after
+            .skip_while(u8::is_ascii_whitespace)
+            .take(4)
+            .eq(b"null".iter().copied())
+    })
 }
 
 /// Usage from a raw `usage` object.
@@ -142,6 +169,23 @@ mod tests {
         );
         assert!(!c.usage_only);
         assert_eq!(c.usage.unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn null_usage_is_skipped_without_a_parse() {
+        assert!(!has_usage_value(br#"{"choices":[],"usage":null}"#));
+        assert!(!has_usage_value(br#"{"usage" : null ,"choices":[]}"#));
+        assert!(!has_usage_value(
+            br#"{"delta":{"content":"say \"usage\": 5"}}"#
+        ));
+        assert!(!has_usage_value(br#"{"tag":"usage","n":1}"#));
+        assert!(has_usage_value(br#"{"usage":{"prompt_tokens":1}}"#));
+        assert!(has_usage_value(
+            br#"{"usage":null,"x_groq":{"usage":{"prompt_tokens":3}}}"#
+        ));
+        // Truncated: let the parse decide (it fails: no usage).
+        assert!(has_usage_value(br#"{"usage": nu"#));
+        assert_eq!(inspect_chunk(br#"{"usage": nu"#), ChunkInfo::default());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::types::{StreamPayload, Usage};
 use crate::backend::FrameUsage;
 use crate::canonical::{FinishReason, StreamEvent};
 use crate::framing::Frame;
+use crate::needle::Needle;
 use sluice_records::TokenUsage;
 
 // ---- decoder ----
@@ -165,11 +166,20 @@ struct ClosingResponse {
 fn closing_kind(frame: &Frame<'_>) -> Option<&'static str> {
     /// (type, the member as the payload spells it): searched without
     /// allocating, once per frame of a passthrough stream.
-    const KINDS: [(&str, &[u8]); 4] = [
-        ("response.completed", br#""type":"response.completed""#),
-        ("response.incomplete", br#""type":"response.incomplete""#),
-        ("response.failed", br#""type":"response.failed""#),
-        ("error", br#""type":"error""#),
+    static KINDS: [(&str, Needle); 4] = [
+        (
+            "response.completed",
+            Needle::new(br#""type":"response.completed""#),
+        ),
+        (
+            "response.incomplete",
+            Needle::new(br#""type":"response.incomplete""#),
+        ),
+        (
+            "response.failed",
+            Needle::new(br#""type":"response.failed""#),
+        ),
+        ("error", Needle::new(br#""type":"error""#)),
     ];
     match frame.event {
         Some(name) => KINDS
@@ -180,7 +190,7 @@ fn closing_kind(frame: &Frame<'_>) -> Option<&'static str> {
             let data = frame.data.as_deref()?;
             KINDS
                 .iter()
-                .find(|(_, quoted)| memchr::memmem::find(data, quoted).is_some())
+                .find(|(_, quoted)| quoted.find(data).is_some())
                 .map(|(k, _)| *k)
         }
     }
