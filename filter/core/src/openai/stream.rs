@@ -215,6 +215,19 @@ impl Encoder {
     }
 
     fn chunk(&mut self, out: &mut Vec<u8>, delta: OutDelta<'_>, finish: Option<&'static str>) {
+        if let (
+            OutDelta {
+                role: None,
+                content: Some(text),
+                reasoning_content: None,
+                tool_calls: None,
+            },
+            None,
+        ) = (&delta, finish)
+        {
+            self.text_chunk(out, text);
+            return;
+        }
         let choices = [OutChoice {
             index: 0,
             delta,
@@ -224,25 +237,42 @@ impl Encoder {
         self.write(out, &choices, None);
     }
 
-    fn write(&mut self, out: &mut Vec<u8>, choices: &[OutChoice<'_>], usage: Option<types::Usage>) {
-        // Every chunk starts with the same id, object, created and model:
-        // written once, then copied (escaping them on each event was a
-        // fifth of a translated stream's instructions). Fixed once the
-        // stream has started; before that the id may still change.
-        if self.head.is_empty() || !self.started {
-            let head = OutHead {
-                id: &self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: &self.model,
-                choices: [(); 0],
-            };
-            self.head.clear();
-            self.head.extend_from_slice(b"data: ");
-            let _ = serde_json::to_writer(&mut self.head, &head);
-            // `…,"choices":[]}` → `…,"choices":`: the chunk's own follow.
-            self.head.truncate(self.head.len().saturating_sub(3));
+    /// A text delta, the chunk nearly every event of a stream becomes:
+    /// written from constant bytes around the escaped text, byte for byte
+    /// what `write` makes of it (a test checks), without escaping the
+    /// member names again per event.
+    fn text_chunk(&mut self, out: &mut Vec<u8>, text: &str) {
+        self.ensure_head();
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(br#"[{"index":0,"delta":{"content":"#);
+        let _ = serde_json::to_writer(&mut *out, text);
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    }
+
+    /// Every chunk starts with the same id, object, created and model:
+    /// written once, then copied (escaping them on each event was a fifth
+    /// of a translated stream's instructions). Fixed once the stream has
+    /// started; before that the id may still change.
+    fn ensure_head(&mut self) {
+        if !self.head.is_empty() && self.started {
+            return;
         }
+        let head = OutHead {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [(); 0],
+        };
+        self.head.clear();
+        self.head.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut self.head, &head);
+        // `…,"choices":[]}` → `…,"choices":`: the chunk's own follow.
+        self.head.truncate(self.head.len().saturating_sub(3));
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, choices: &[OutChoice<'_>], usage: Option<types::Usage>) {
+        self.ensure_head();
         out.extend_from_slice(&self.head);
         let _ = serde_json::to_writer(&mut *out, choices);
         if let Some(u) = usage {
@@ -428,5 +458,36 @@ mod chunk_head_tests {
             "{first}"
         );
         assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
+    /// The text fast path writes exactly what the general one does.
+    #[test]
+    fn text_chunks_are_the_general_encoding_byte_for_byte() {
+        for text in [
+            "",
+            "plain",
+            "quote \" back \\ nl \n tab \t ctl \u{1} é 🚀",
+            "</script>",
+        ] {
+            let mut e = Encoder::new("m", 1, false);
+            e.started = true;
+            e.id = "chatcmpl-x".into();
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            e.text_chunk(&mut fast, text);
+            let choices = [OutChoice {
+                index: 0,
+                delta: OutDelta {
+                    content: Some(text),
+                    ..OutDelta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+            }];
+            e.write(&mut general, &choices, None);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(general).unwrap()
+            );
+        }
     }
 }
