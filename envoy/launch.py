@@ -141,6 +141,53 @@ def control_plane_grpc(token: str | None) -> dict:
     return svc
 
 
+def _key_action() -> dict:
+    """The descriptor entry `sluice_key=<key id>`, from the filter state the
+    Sluice filter sets for keys with rpm/tpm limits; absent for other
+    requests, which then make no call to the rate limit service."""
+    return {"extension": {
+        "name": "envoy.rate_limit_descriptors.expr",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor",
+            "descriptor_key": "sluice_key",
+            "text": "filter_state['wasm.sluice_key']",
+            "skip_if_error": True}}}
+
+
+def ratelimit_filter(token: str | None, timeout_ms: int = 50, fail_open: bool = True) -> dict:
+    """Envoy's global rate limiting, counted by the control plane's rate
+    limit service on Redis (control-plane/src/ratelimit.rs; docs/fleet.md):
+    a request takes one from the key's rpm and checks its tpm; when the
+    stream is done, the tokens billed are charged to the tpm. The service
+    slow or down → the request goes on (`failure_mode_deny: false`) under
+    each Envoy's own limits, counted in `ratelimit.failure_mode_allowed`."""
+    def kind(value: str) -> dict:
+        return {"generic_key": {"descriptor_key": "sluice_limit", "descriptor_value": value}}
+    path = {"request_headers": {"header_name": ":path", "descriptor_key": "sluice_path",
+                                "skip_if_absent": True}}
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "sluice",
+            "timeout": f"{timeout_ms / 1000:.3f}s",
+            "failure_mode_deny": not fail_open,
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+            "rate_limit_service": {"grpc_service": control_plane_grpc(token),
+                                   "transport_api_version": "V3"},
+            "rate_limits": [
+                {"actions": [_key_action(), kind("requests"), path],
+                 "hits_addend": {"number": 1}},
+                {"actions": [_key_action(), kind("tokens"), path],
+                 "hits_addend": {"number": 0}},
+                {"actions": [_key_action(), kind("tokens")],
+                 "apply_on_stream_done": True,
+                 "hits_addend": {"format": "%FILTER_STATE(wasm.sluice_tokens:PLAIN)%"}},
+            ],
+        },
+    }
+
+
 def credential_injector(secret: str, header: str, prefix: str, token: str | None) -> dict:
     """Upstream filter adding a provider key from the control plane's SDS
     secret: Envoy redacts it in /config_dump, and it never enters the VM."""
@@ -254,13 +301,16 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
                      xds_api_type: str = "GRPC", node_id: str = "sluice-envoy",
                      control_plane_admin_port: int | None = None,
                      control_plane_token: str | None = None,
-                     injected_mock_secret: str | None = None) -> str:
+                     injected_mock_secret: str | None = None,
+                     global_limits: bool = False, ratelimit_timeout_ms: int = 50) -> str:
     """Static mode (config inline) or, with `control_plane_port`, managed mode
     (config over ECDS, usage over gRPC access logs, each call carrying
     `control_plane_token`). `injected_mock_secret`: the mock provider's key
     is the control plane's SDS secret of that name, added by Envoy's
-    credential_injector upstream. Inserted blocks are JSON, which is valid
-    YAML flow style."""
+    credential_injector upstream. `global_limits` (managed mode): Envoy's
+    ratelimit filter after Sluice, counting against the control plane's rate
+    limit service (`sluice serve --redis`). Inserted blocks are JSON, which
+    is valid YAML flow style."""
     clusters = ""
     if real_clusters:
         tmpl = load_template("real-providers.yaml.tmpl")
@@ -279,7 +329,10 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
         MOCK_CLUSTER=json.dumps(mock_cluster),
         ACCESS_LOG=json.dumps(str(access_log)),
         SLUICE_FILTER=json.dumps(ecds_filter(xds_api_type, control_plane_token) if managed
-                                 else static_filter(config or {}, wasm)),
+                                 else static_filter(config or {}, wasm))
+        + ("\n          - " + json.dumps(ratelimit_filter(control_plane_token,
+                                                          ratelimit_timeout_ms))
+           if managed and global_limits else ""),
         GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log(control_plane_token)) + "\n")
         if managed else "",
         REAL_PROVIDER_CLUSTERS=clusters,
@@ -455,6 +508,42 @@ class Mock:
         self.log.close()
 
 
+class Redis:
+    """redis-server on a free loopback port, nothing persisted (the global
+    rate-limit counters of the tests and `make run --redis`)."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/"
+        self.workdir = workdir
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.workdir / f"redis-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
 class Envoy:
     """An Envoy process for a rendered bootstrap, with its own --base-id."""
 
@@ -513,7 +602,8 @@ class ControlPlane:
                  token: str = "test-admin-token", read_token: str = "test-read-token",
                  binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None,
                  wasm_remote: bool = False, push_keys: bool = False,
-                 wasm_inline: bool = False, provider_secrets: dict | None = None):
+                 wasm_inline: bool = False, provider_secrets: dict | None = None,
+                 redis_url: str | None = None):
         """`provider_secrets`: env var → value the control plane serves over
         SDS (`--provider-secrets`); `push_keys`: the mock provider's key that
         way (Envoy's credential_injector adds it upstream; nothing in Envoy's
@@ -554,6 +644,9 @@ class ControlPlane:
             seed_file = workdir / "seed-config.json"
             seed_file.write_text(json.dumps(seed))
             self.args += ["--seed", str(seed_file)]
+        if redis_url:
+            # Serves Envoy's rate limit service API on the gRPC port.
+            self.args += ["--redis", redis_url]
         self.capture_dir = capture_dir
         if capture_dir is not None:
             self.args += ["--capture-dir", str(capture_dir)]

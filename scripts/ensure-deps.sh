@@ -38,6 +38,12 @@ if [ ! -d envoy/istio/tools/node_modules/@kubernetes-models/istio ]; then
   npm ci --prefix envoy/istio/tools --no-audit --no-fund --loglevel=error
 fi
 
+# Global rate limits' counters (tests/e2e/test_fleet.py): Redis 7 (EXPIRE NX).
+if ! command -v redis-server >/dev/null; then
+  echo ">> apt-get install redis-server (global rate-limit tests)"
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
   echo ">> apt-get install wrk"
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null

@@ -12,6 +12,7 @@ mod clusters;
 mod config_build;
 mod ingest;
 mod pricing;
+mod ratelimit;
 mod sds;
 mod serve;
 mod shadow;

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admin, als, app, capture, config_build, ingest, pricing, sds, store, xds};
+use crate::{admin, als, app, capture, config_build, ingest, pricing, ratelimit, sds, store, xds};
 
 /// Largest access-log message accepted: above any batch Envoy sends (its
 /// buffer flushes at 16 KiB) plus capture records at their 16 MiB cap.
@@ -81,6 +82,16 @@ pub struct ServeArgs {
     /// (random per start when unset: hashes then differ across restarts).
     #[arg(long, default_value = "SLUICE_CAPTURE_SALT")]
     capture_salt_env: String,
+    /// Redis for global rate limits (`redis://host:port/`): serves Envoy's
+    /// rate limit service API on the gRPC address, counting every Envoy's
+    /// requests and tokens per key in one window (docs/fleet.md). Without
+    /// it, limits are per Envoy.
+    #[arg(long, env = "SLUICE_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Longest wait for Redis per rate-limit call; keep it under the
+    /// Envoy filter's own timeout (which fails open).
+    #[arg(long, default_value_t = 40)]
+    redis_timeout_ms: u64,
 }
 
 /// Runs the control plane until interrupted. `rw_token`: the admin API's
@@ -258,6 +269,21 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
         );
         use tonic::service::interceptor::InterceptedService;
         let auth = sds::require_token(grpc_token);
+        let rate_limits = match &a.redis {
+            Some(url) => {
+                let timeout = std::time::Duration::from_millis(a.redis_timeout_ms);
+                let counters = ratelimit::RedisCounters::connect(url, timeout).await?;
+                eprintln!("sluice: global rate limits on Redis");
+                Some(InterceptedService::new(
+                    RateLimitServiceServer::new(ratelimit::Service::new(
+                        counters,
+                        app.snapshot.subscribe(),
+                    )),
+                    auth.clone(),
+                ))
+            }
+            None => None,
+        };
         let grpc = tonic::transport::Server::builder()
             .add_service(InterceptedService::new(
                 ExtensionConfigDiscoveryServiceServer::new(xds::Ecds { app: app.clone() }),
@@ -281,6 +307,7 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
                     .max_decoding_message_size(MAX_ACCESS_LOG_MESSAGE),
                 auth,
             ))
+            .add_optional_service(rate_limits)
             .serve_with_shutdown(a.grpc, async {
                 let _ = tokio::signal::ctrl_c().await;
             });

@@ -7,6 +7,13 @@ pub const USAGE: &str = "sluice_usage";
 /// The capture record of a sampled request (`CaptureRecord`, JSON).
 pub const CAPTURE: &str = "sluice_capture";
 
+/// The key id of a request whose key has rpm/tpm limits: the descriptor of
+/// Envoy's global rate limiting (docs/fleet.md).
+pub const LIMIT_KEY: &str = "sluice_key";
+/// The tokens billed for that request, set when the response ends: the
+/// `hits_addend` of the tpm charge sent at stream end.
+pub const LIMIT_TOKENS: &str = "sluice_tokens";
+
 /// Envoy's prefix for filter state a wasm filter sets.
 pub const WASM_PREFIX: &str = "wasm.";
 

@@ -82,6 +82,8 @@ const USAGE_PROPERTY: &str = sluice_core::records::names::USAGE;
 /// Filter state name of a capture record (`wasm.sluice_capture`), set only
 /// for sampled requests when capture is configured.
 const CAPTURE_PROPERTY: &str = sluice_core::records::names::CAPTURE;
+const LIMIT_KEY_PROPERTY: &str = sluice_core::records::names::LIMIT_KEY;
+const LIMIT_TOKENS_PROPERTY: &str = sluice_core::records::names::LIMIT_TOKENS;
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
@@ -268,6 +270,14 @@ impl Http {
     fn reply(&self, r: LocalReply) -> Action {
         send_reply(self, r)
     }
+
+    /// Before the request leaves: the key Envoy's global rate limiting
+    /// counts it under (one crossing, only for keys with rpm/tpm limits).
+    fn mark_limited_key(&self) {
+        if let Some(key) = self.flow.globally_limited_key() {
+            self.set_property(vec![LIMIT_KEY_PROPERTY], Some(key.as_bytes()));
+        }
+    }
 }
 
 impl Context for Http {}
@@ -303,6 +313,7 @@ impl HttpContext for Http {
             // A provider endpoint that reads no body: headers edited now,
             // the body (if any) streams through.
             HeadersStep::Forward(f) => {
+                self.mark_limited_key();
                 let raw = std::mem::take(&mut self.present);
                 let present = header_map::parse(&raw);
                 for (name, value) in f.header_edits(&present) {
@@ -330,6 +341,7 @@ impl HttpContext for Http {
             BodyStep::Pass => Action::Continue,
             BodyStep::Reply(r) => self.reply(r),
             BodyStep::Forward(f) => {
+                self.mark_limited_key();
                 // Not needed past this point: freed rather than held for the
                 // rest of the request.
                 let raw = std::mem::take(&mut self.present);
@@ -347,9 +359,17 @@ impl HttpContext for Http {
         let headers = header_map::parse(&raw);
         let get = |name: &str| header_map::get(&headers, name);
         let status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let edits = self
-            .flow
-            .on_response_headers(&gw, status, get("content-type"));
+        let edits = if status == 429
+            && get("x-envoy-ratelimited").is_some()
+            && self.flow.globally_limited_key().is_some()
+        {
+            // Envoy's global rate limiting refused it (its ratelimit filter
+            // sits after this one): answered in the client's API.
+            self.flow.on_global_rate_limit()
+        } else {
+            self.flow
+                .on_response_headers(&gw, status, get("content-type"))
+        };
         if edits.remove_content_length && get("content-length").is_some() {
             // The body will be rewritten: a stale length would truncate it.
             self.set_http_response_header("content-length", None);
@@ -382,10 +402,16 @@ impl HttpContext for Http {
         } else {
             0
         };
-        match self
+        let step = self
             .flow
-            .on_response_body(&gw, body_size, end_of_stream, now, move || body)
-        {
+            .on_response_body(&gw, body_size, end_of_stream, now, move || body);
+        if end_of_stream && self.flow.globally_limited_key().is_some() {
+            // The tpm charge Envoy's ratelimit filter sends when the stream
+            // is done reads this as its `hits_addend`.
+            let tokens = self.flow.billed_tokens().unwrap_or(0).to_string();
+            self.set_property(vec![LIMIT_TOKENS_PROPERTY], Some(tokens.as_bytes()));
+        }
+        match step {
             ResponseBodyStep::Pass => Action::Continue,
             ResponseBodyStep::Wait => Action::Pause,
             ResponseBodyStep::Replace(bytes) => {

@@ -133,6 +133,16 @@ impl Admission {
         Ok(())
     }
 
+    /// Whether the admitted key has a per-minute limit that Envoy's global
+    /// rate limiting can count (rpm or tpm; concurrent streams stay per
+    /// Envoy).
+    #[inline]
+    pub fn globally_limited(&self) -> bool {
+        self.limits
+            .as_ref()
+            .is_some_and(|(_, l)| l.rpm.is_some() || l.tpm.is_some())
+    }
+
     /// The target that answered a resilient request: the budget settles at
     /// its price (it reserved at the dearest target's).
     pub fn reprice(&mut self, price: Option<sluice_config::TokenPrice>) {

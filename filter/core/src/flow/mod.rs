@@ -454,6 +454,25 @@ impl Flow {
         }
     }
 
+    /// The key id Envoy's global rate limiting counts this request under
+    /// (set as filter state before the request leaves; docs/fleet.md): only
+    /// for an admitted key with an rpm or tpm limit, so requests of other
+    /// keys make no call to the rate limit service.
+    pub fn globally_limited_key(&self) -> Option<&str> {
+        if self.admission.globally_limited() {
+            self.record.key_id.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// The tokens (prompt + completion) the provider billed, once the
+    /// response has ended: charged to the global tpm counter at stream end.
+    pub fn billed_tokens(&self) -> Option<u64> {
+        self.billed()
+            .map(|(u, _)| u.prompt_tokens.saturating_add(u.completion_tokens))
+    }
+
     /// The finished record (for metrics), after `finish`.
     pub fn record(&self) -> &UsageRecord {
         &self.record

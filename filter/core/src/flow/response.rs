@@ -10,7 +10,7 @@ use sluice_records::TokenUsage;
 
 use super::{blocked, Flow, Phase, ResponseBodyStep, ResponseHeaders, Route, WARNINGS_HEADER};
 use crate::backend::UsageMeter;
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
 use crate::framing::FrameParser;
 use crate::gateway::Gateway;
 use crate::translate::stream::StreamTranslator;
@@ -158,6 +158,26 @@ impl Flow {
         }
         self.capture.response_headers(status, content_type, &out);
         out
+    }
+
+    /// Envoy's global rate limiting refused the request after Sluice let it
+    /// go (its ratelimit filter answers 429 with `x-envoy-ratelimited`): the
+    /// refusal is written in the client's API, as the filter's own limits
+    /// are, whatever dialect the route's provider speaks.
+    pub fn on_global_rate_limit(&mut self) -> ResponseHeaders {
+        let mut out = ResponseHeaders::default();
+        if self.phase != Phase::Upstream {
+            return out;
+        }
+        if let Some(s) = self.admission.rate_status {
+            out.set.extend(s.headers());
+        }
+        let err = GatewayError::new(
+            429,
+            ErrorKind::RateLimited,
+            "Rate limit reached for this API key across all gateways. Retry later.",
+        );
+        self.answer_locally(err, out)
     }
 
     /// A resilient request's answer: which attempt it is, from the plan's

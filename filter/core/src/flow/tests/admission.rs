@@ -89,3 +89,112 @@ fn usage_is_estimated_when_the_provider_reports_none() {
     assert_eq!(rec["completion_tokens"], 2);
     assert!(rec["prompt_tokens"].as_u64().unwrap() > 0);
 }
+
+/// A gateway whose key `k1` (`sk-1`) has an rpm limit and `k2` (`sk-2`)
+/// none; `mock-gpt` is on an OpenAI provider.
+fn limited_gw() -> crate::gateway::Gateway {
+    gateway_env(
+        serde_json::json!({
+            "keys": [
+                {"id": "k1", "sha256": sluice_config::hash_key("sk-1"), "limits": {"rpm": 5}},
+                {"id": "k2", "sha256": sluice_config::hash_key("sk-2"),
+                 "limits": {"concurrent_streams": 2}}
+            ],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "c", "host": "h",
+                           "base_path": "/v1", "api_key_env": "MOCK_KEY"}],
+            "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "up"}]}]
+        }),
+        |_| Some("s".into()),
+    )
+}
+
+#[test]
+fn only_keys_with_rpm_or_tpm_are_marked_for_global_limits() {
+    let g = limited_gw();
+    let body = r#"{"model":"mock-gpt","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-1", body),
+        BodyStep::Forward(_)
+    ));
+    assert_eq!(f.globally_limited_key(), Some("k1"));
+    // Concurrent streams stay per Envoy: nothing for the global service.
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-2", body),
+        BodyStep::Forward(_)
+    ));
+    assert_eq!(f.globally_limited_key(), None);
+    // A refused request is never marked (it never leaves).
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-nope", body),
+        BodyStep::Reply(_)
+    ));
+    assert_eq!(f.globally_limited_key(), None);
+}
+
+#[test]
+fn billed_tokens_are_what_the_record_charges() {
+    let g = limited_gw();
+    let body = r#"{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-1", body),
+        BodyStep::Forward(_)
+    ));
+    assert_eq!(f.billed_tokens(), None);
+    f.on_response_headers(&g, 200, Some("application/json"));
+    let answer = br#"{"id":"x","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#.to_vec();
+    let n = answer.len();
+    f.on_response_body(&g, n, true, 1, || Some(answer));
+    assert_eq!(f.billed_tokens(), Some(18));
+    let rec = finish_json(&mut f, 2);
+    assert_eq!(
+        (
+            rec["prompt_tokens"].as_u64(),
+            rec["completion_tokens"].as_u64()
+        ),
+        (Some(11), Some(7))
+    );
+}
+
+#[test]
+fn envoys_global_refusal_is_answered_in_the_clients_api() {
+    // An Anthropic client on an OpenAI provider: the refusal of Envoy's
+    // ratelimit filter must not be read as the provider's OpenAI error.
+    let g = limited_gw();
+    let mut f = Flow::new(0);
+    let store = MemoryStore::default();
+    let h = RequestHead {
+        method: "POST",
+        path: "/v1/messages",
+        x_api_key: Some("sk-1"),
+        ..Default::default()
+    };
+    let body = r#"{"model":"mock-gpt","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(matches!(
+        request(&g, &mut f, &store, &h, body),
+        BodyStep::Forward(_)
+    ));
+    let edits = f.on_global_rate_limit();
+    assert!(edits.hold && edits.remove_content_length);
+    let envoys = br#"{"error":{"code":"rate_limit_exceeded"}}"#.to_vec();
+    let n = envoys.len();
+    let out = match f.on_response_body(&g, n, true, 1, || Some(envoys)) {
+        ResponseBodyStep::Replace(b) | ResponseBodyStep::ReplaceWithStatus(_, b) => b,
+        other => panic!("expected the answer, got {other:?}"),
+    };
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("all gateways"));
+    let rec = finish_json(&mut f, 2);
+    assert_eq!(
+        (rec["status"].as_u64(), rec["error"].as_str()),
+        (Some(429), Some("rate_limit_exceeded"))
+    );
+}
