@@ -120,6 +120,15 @@ pub enum Kind {
     Tokens,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Requests => "requests",
+            Kind::Tokens => "tokens",
+        }
+    }
+}
+
 /// One descriptor this service counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
@@ -202,11 +211,7 @@ pub fn classify(d: &RateLimitDescriptor, request_hits: u32, table: &LimitTable) 
 /// The Redis key of a counter: the window is part of the name, so a new
 /// minute starts at zero without a reset.
 fn counter_key(c: &Counted, window: u64) -> String {
-    let kind = match c.kind {
-        Kind::Requests => "requests",
-        Kind::Tokens => "tokens",
-    };
-    format!("sluice:rl:{}:{kind}:{window}", c.key_id)
+    format!("sluice:rl:{}:{}:{window}", c.key_id, c.kind.as_str())
 }
 
 /// The refusal in the API the client speaks (the filter's own renderer),
@@ -305,7 +310,6 @@ impl RedisCounters {
 pub struct Service {
     pub counters: RedisCounters,
     pub limits: Arc<RwLock<LimitTable>>,
-    pub errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Service {
@@ -319,11 +323,7 @@ impl Service {
                 *table.write().unwrap_or_else(|p| p.into_inner()) = t;
             }
         });
-        Self {
-            counters,
-            limits,
-            errors: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        }
+        Self { counters, limits }
     }
 }
 
@@ -350,13 +350,9 @@ impl RateLimitService for Service {
         } else {
             match self.counters.decide(&ours, now_s).await {
                 Ok(r) => r,
-                Err(e) => {
-                    // Envoy's filter applies its failure mode (open by
-                    // default) and counts `ratelimit.error`.
-                    self.errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Err(tonic::Status::unavailable(e));
-                }
+                // Envoy's filter applies its failure mode (open by default)
+                // and counts it: `ratelimit.error`, `failure_mode_allowed`.
+                Err(e) => return Err(tonic::Status::unavailable(e)),
             }
         };
         let reset = Duration::from_secs(WINDOW_S.saturating_sub(now_s % WINDOW_S));
@@ -379,7 +375,7 @@ impl RateLimitService for Service {
                 DescriptorStatus {
                     code: if full { Code::OverLimit } else { Code::Ok } as i32,
                     current_limit: Some(RateLimit {
-                        name: format!("{}:{:?}", c.key_id, c.kind).to_lowercase(),
+                        name: format!("{}:{}", c.key_id, c.kind.as_str()),
                         requests_per_unit: u32::try_from(c.limit).unwrap_or(u32::MAX),
                         unit: Unit::Minute as i32,
                     }),
