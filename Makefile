@@ -42,8 +42,11 @@ lint:
 	$(CARGO) clippy -p sluice-filter --target wasm32-wasip1 -- -D warnings
 	$(CARGO) clippy -p sluice-core --no-default-features --all-targets -- -D warnings
 
-unit:
-	$(CARGO) test --workspace
+## The store's tests run on sqlite and, through a throwaway cluster, Postgres;
+## then the control plane's whole suite again with Postgres as its store.
+unit: deps
+	$(PYTHON) scripts/with-postgres.py sh -c '$(CARGO) test --workspace && \
+	  SLUICE_TEST_ENGINE=postgres $(CARGO) test --workspace --bin sluice'
 	$(CARGO) test -p sluice-core --no-default-features --lib
 
 ## The host-independent crates' unit tests, compiled to wasm32-wasip1 and run on V8.

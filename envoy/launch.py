@@ -132,33 +132,38 @@ def static_filter(config: dict, wasm: Path) -> dict:
     }
 
 
-def control_plane_grpc(token: str | None) -> dict:
+def control_plane_grpc(token: str | None, cluster: str = CONTROL_PLANE_CLUSTER) -> dict:
     """The control plane as a gRPC service, with the token every call must
     carry (`sluice serve --grpc-token`)."""
-    svc = {"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}}
+    svc = {"envoy_grpc": {"cluster_name": cluster}}
     if token:
         svc["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
     return svc
 
 
-def _key_action() -> dict:
+def _key_action(state: str = "sluice_key") -> dict:
     """The descriptor entry `sluice_key=<key id>`, from the filter state the
-    Sluice filter sets for keys with rpm/tpm limits; absent for other
-    requests, which then make no call to the rate limit service."""
+    Sluice filter sets: `sluice_key` before the request leaves (keys with
+    rpm/tpm limits or a budget), `sluice_settle` when the response ends (only
+    if the service admitted it). Absent, the whole entry is dropped (the
+    expression fails and `skip_if_error` is off), so other requests make no
+    call to the rate limit service and a refused one settles nothing."""
     return {"extension": {
         "name": "envoy.rate_limit_descriptors.expr",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor",
             "descriptor_key": "sluice_key",
-            "text": "filter_state['wasm.sluice_key']",
-            "skip_if_error": True}}}
+            "text": f"filter_state['wasm.{state}']",
+            "skip_if_error": False}}}
 
 
 def ratelimit_filter(token: str | None, timeout_ms: int = 50, fail_open: bool = True) -> dict:
     """Envoy's global rate limiting, counted by the control plane's rate
     limit service on Redis (control-plane/src/ratelimit.rs; docs/fleet.md):
-    a request takes one from the key's rpm and checks its tpm; when the
-    stream is done, the tokens billed are charged to the tpm. The service
+    a request takes one from the key's rpm, checks its tpm and reserves its
+    cost estimate from the key's budget; when the stream is done, the tokens
+    billed are charged to the tpm and the cost billed replaces the
+    reservation in the budget. The service
     slow or down → the request goes on (`failure_mode_deny: false`) under
     each Envoy's own limits, counted in `ratelimit.failure_mode_allowed`."""
     def kind(value: str) -> dict:
@@ -180,9 +185,18 @@ def ratelimit_filter(token: str | None, timeout_ms: int = 50, fail_open: bool = 
                  "hits_addend": {"number": 1}},
                 {"actions": [_key_action(), kind("tokens"), path],
                  "hits_addend": {"number": 0}},
-                {"actions": [_key_action(), kind("tokens")],
+                {"actions": [_key_action(), kind("budget"), path],
+                 "hits_addend": {"format": "%FILTER_STATE(wasm.sluice_budget_hold:PLAIN)%"}},
+                {"actions": [_key_action("sluice_settle"), kind("tokens")],
                  "apply_on_stream_done": True,
                  "hits_addend": {"format": "%FILTER_STATE(wasm.sluice_tokens:PLAIN)%"}},
+                {"actions": [_key_action("sluice_settle"), kind("budget_spent")],
+                 "apply_on_stream_done": True,
+                 "hits_addend": {"format": "%FILTER_STATE(wasm.sluice_budget_spent:PLAIN)%"}},
+                {"actions": [_key_action("sluice_settle"), kind("budget")],
+                 "apply_on_stream_done": True,
+                 "hits_addend": {"format": "%FILTER_STATE(wasm.sluice_budget_hold:PLAIN)%",
+                                 "is_negative_hits": True}},
             ],
         },
     }
@@ -252,16 +266,19 @@ def cds_config(token: str | None = None) -> dict:
         "resource_api_version": "V3"}}
 
 
-def grpc_access_log(token: str | None = None) -> dict:
-    """Usage records to the control plane's AccessLogService."""
+def grpc_access_log(token: str | None = None, cluster: str = CONTROL_PLANE_CLUSTER) -> dict:
+    """Usage records to the control plane's AccessLogService. With replicas,
+    one such logger per replica (each its own cluster): every record reaches
+    each, the ledger keeps it once (keyed by the gateway's id), and a
+    replica dying loses nothing the other received (docs/fleet.md)."""
     return {
         "name": "envoy.access_loggers.http_grpc",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {
-                "log_name": "sluice",
+                "log_name": "sluice" if cluster == CONTROL_PLANE_CLUSTER else cluster,
                 "transport_api_version": "V3",
-                "grpc_service": control_plane_grpc(token),
+                "grpc_service": control_plane_grpc(token, cluster),
                 # Usage records, and capture records of sampled requests
                 # (replay baselines; only set when capture is configured).
                 "filter_state_objects_to_log": ["wasm.sluice_usage", "wasm.sluice_capture"],
@@ -272,18 +289,40 @@ def grpc_access_log(token: str | None = None) -> dict:
     }
 
 
-def control_plane_cluster(port: int) -> dict:
-    return {
-        "name": CONTROL_PLANE_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+def control_plane_cluster(port: int | list[int], name: str = CONTROL_PLANE_CLUSTER) -> dict:
+    """The control plane's gRPC (xDS, SDS, rate limits, access logs). Several
+    ports: replicas on one store, any of which serves the same versions; a
+    TCP health check takes a dead one out within a second, so streams
+    reconnect to the other."""
+    ports = [port] if isinstance(port, int) else list(port)
+    c = {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }},
-        "load_assignment": {"cluster_name": CONTROL_PLANE_CLUSTER, "endpoints": [{"lb_endpoints": [
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                         "port_value": port}}}}]}]},
+                                                         "port_value": p}}}}
+            for p in ports]}]},
     }
+    if len(ports) > 1:
+        c["health_checks"] = [{"timeout": "0.5s", "interval": "1s", "unhealthy_threshold": 1,
+                               "healthy_threshold": 1, "tcp_health_check": {}}]
+    return c
+
+
+def replica_clusters(ports: list[int]) -> list[dict]:
+    """One cluster per control-plane replica, for its access logger."""
+    return [control_plane_cluster(p, f"{CONTROL_PLANE_CLUSTER}_{i}") for i, p in enumerate(ports)]
+
+
+def grpc_access_logs(token: str | None, ports: list[int]) -> list[dict]:
+    """The usage loggers: one to the control plane, or one per replica."""
+    if len(ports) == 1:
+        return [grpc_access_log(token)]
+    return [grpc_access_log(token, c["name"]) for c in replica_clusters(ports)]
 
 
 def control_plane_http_cluster(port: int) -> dict:
@@ -297,15 +336,19 @@ def control_plane_http_cluster(port: int) -> dict:
 
 def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, mock_port: int,
                      access_log: Path, wasm: Path = WASM, listen_address: str = "127.0.0.1",
-                     real_clusters: bool = True, control_plane_port: int | None = None,
+                     real_clusters: bool = True,
+                     control_plane_port: int | list[int] | None = None,
                      xds_api_type: str = "GRPC", node_id: str = "sluice-envoy",
                      control_plane_admin_port: int | None = None,
                      control_plane_token: str | None = None,
                      injected_mock_secret: str | None = None,
-                     global_limits: bool = False, ratelimit_timeout_ms: int = 50) -> str:
+                     global_limits: bool = False, ratelimit_timeout_ms: int = 50,
+                     usage_sinks: list[int] | None = None) -> str:
     """Static mode (config inline) or, with `control_plane_port`, managed mode
     (config over ECDS, usage over gRPC access logs, each call carrying
-    `control_plane_token`). `injected_mock_secret`: the mock provider's key
+    `control_plane_token`). `usage_sinks` (static mode): access-log usage
+    records to these control planes' ports too (what one logger per replica
+    costs, tests/bench/instructions.py). `injected_mock_secret`: the mock provider's key
     is the control plane's SDS secret of that name, added by Envoy's
     credential_injector upstream. `global_limits` (managed mode): Envoy's
     ratelimit filter after Sluice, counting against the control plane's rate
@@ -316,6 +359,11 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
         tmpl = load_template("real-providers.yaml.tmpl")
         clusters = "".join(tmpl.substitute(NAME=n, HOST=h) for n, h in REAL_CLUSTERS)
     managed = control_plane_port is not None
+    cp_ports = ([control_plane_port] if isinstance(control_plane_port, int)
+                else list(control_plane_port or []))
+    sink_ports = list(usage_sinks or []) if not managed else []
+    sink_clusters = [control_plane_cluster(p, f"{CONTROL_PLANE_CLUSTER}_{i}")
+                     for i, p in enumerate(sink_ports)]
     mock_cluster = _cluster("mock_provider", mock_port)
     if injected_mock_secret:
         with_upstream_filters(mock_cluster, [credential_injector(
@@ -333,17 +381,21 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
         + ("\n          - " + json.dumps(ratelimit_filter(control_plane_token,
                                                           ratelimit_timeout_ms))
            if managed and global_limits else ""),
-        GRPC_ACCESS_LOG=("          - " + json.dumps(grpc_access_log(control_plane_token)) + "\n")
-        if managed else "",
+        GRPC_ACCESS_LOG="".join("          - " + json.dumps(log) + "\n"
+                                for log in grpc_access_logs(control_plane_token, cp_ports))
+        if managed else "".join("          - " + json.dumps(grpc_access_log(
+            control_plane_token, c["name"])) + "\n" for c in sink_clusters),
         REAL_PROVIDER_CLUSTERS=clusters,
         # Managed: clusters of providers by URL and of resilient models
         # come from the control plane (CDS).
         DYNAMIC_RESOURCES=("dynamic_resources: " + json.dumps(cds_config(control_plane_token))
                            + "\n") if managed else "",
-        CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(control_plane_port))
+        CONTROL_PLANE_CLUSTER=("  - " + json.dumps(control_plane_cluster(cp_ports))
                                + ("\n  - " + json.dumps(control_plane_http_cluster(
-                                   control_plane_admin_port)) if control_plane_admin_port else ""))
-        if managed else "",
+                                   control_plane_admin_port)) if control_plane_admin_port else "")
+                               + "".join("\n  - " + json.dumps(c) for c in replica_clusters(
+                                   cp_ports if len(cp_ports) > 1 else [])))
+        if managed else "".join("  - " + json.dumps(c) + "\n" for c in sink_clusters),
     )
 
 
@@ -544,6 +596,105 @@ class Redis:
         self.log.close()
 
 
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else Debian's versioned dir."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    raise RuntimeError(f"{name} not found: apt-get install postgresql")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a free loopback port (the shared
+    store of control-plane replicas in tests and `make run`-style stacks).
+    initdb refuses to run as root, so under root the cluster belongs to the
+    `postgres` user Debian's package creates."""
+
+    def __init__(self, port: int | None = None, ssl: bool = False):
+        """`ssl`: TCP connections must use TLS (`hostssl` only), with a server
+        certificate for 127.0.0.1 signed by a CA of its own (`self.ca`)."""
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sluice-pg-{self.port}-"))
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.ssl = ssl
+        self.ca = self.dir / "ca.pem"
+        self.user = None
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.user = "postgres"
+        subprocess.run([_pg_bin("initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
+                        "-A", "trust", "--no-sync", "-E", "UTF8"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       user=self.user, cwd=self.dir)
+        if ssl:
+            self._certificates()
+        self.start()
+
+    def _certificates(self) -> None:
+        data = self.dir / "data"
+        run = lambda *a: subprocess.run(["openssl", *a], check=True, cwd=self.dir,  # noqa: E731
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=sluice test CA", "-keyout", "ca.key", "-out", "ca.pem")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(data / "server.key"), "-out", "server.csr")
+        (self.dir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
+            "-out", str(data / "server.crt"))
+        (data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+        if self.user:
+            import pwd
+            pw = pwd.getpwnam(self.user)
+            for f in ("server.key", "server.crt", "pg_hba.conf"):
+                os.chown(data / f, pw.pw_uid, pw.pw_gid)
+        os.chmod(data / "server.key", 0o600)
+
+    def start(self) -> None:
+        self.log = open(self.dir / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [_pg_bin("postgres"), "-D", str(self.dir / "data"), "-p", str(self.port),
+             "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
+             # A test cluster: durability is not what is tested here.
+             "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "max_connections=200"]
+            + (["-c", "ssl=on"] if self.ssl else []),
+            stdout=self.log, stderr=self.log, user=self.user, cwd=self.dir)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode} "
+                                   f"({self.dir / 'postgres.log'})")
+            r = subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres did not become ready")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        # SIGINT: PostgreSQL's fast shutdown.
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Envoy:
     """An Envoy process for a rendered bootstrap, with its own --base-id."""
 
@@ -595,15 +746,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 class ControlPlane:
-    """`sluice serve` on free loopback ports with its own sqlite file."""
+    """`sluice serve` on free loopback ports with its own sqlite file, or
+    (`db="postgres://…"`) one replica of several on a shared Postgres: give
+    them the same `grpc_token` and distinct `name`s."""
 
-    def __init__(self, workdir: Path, *, seed: dict | None = None, db: Path | None = None,
+    def __init__(self, workdir: Path, *, seed: dict | None = None, db: Path | str | None = None,
                  grpc_port: int | None = None, admin_port: int | None = None,
                  token: str = "test-admin-token", read_token: str = "test-read-token",
                  binary: Path = SLUICE, wasm: Path = WASM, capture_dir: Path | None = None,
                  wasm_remote: bool = False, push_keys: bool = False,
                  wasm_inline: bool = False, provider_secrets: dict | None = None,
-                 redis_url: str | None = None):
+                 redis_url: str | None = None, grpc_token: str | None = None,
+                 name: str = "control-plane", extra_env: dict | None = None):
         """`provider_secrets`: env var → value the control plane serves over
         SDS (`--provider-secrets`); `push_keys`: the mock provider's key that
         way (Envoy's credential_injector adds it upstream; nothing in Envoy's
@@ -611,7 +765,7 @@ class ControlPlane:
         the control plane instead of reading a local file; `wasm_inline`: the
         control plane sends the module's bytes in the config (as in
         Kubernetes)."""
-        self.env = {}
+        self.env = dict(extra_env or {})
         self.workdir = workdir
         self.db = db or workdir / "sluice.db"
         self.grpc_port = grpc_port or free_port()
@@ -620,7 +774,8 @@ class ControlPlane:
         self.token = token
         self.read_token = read_token
         # Every gRPC call (ECDS, SDS, access logs) carries it.
-        self.grpc_token = secrets.token_hex(24)
+        self.grpc_token = grpc_token or secrets.token_hex(24)
+        self.name = name
         self.binary = binary
         self.args = [str(binary), "serve", "--db", str(self.db),
                      "--grpc", f"127.0.0.1:{self.grpc_port}",
@@ -653,7 +808,7 @@ class ControlPlane:
         self.start()
 
     def start(self) -> None:
-        self.log = open(self.workdir / "control-plane.log", "ab")
+        self.log = open(self.workdir / f"{self.name}.log", "ab")
         env = {**os.environ, "SLUICE_ADMIN_TOKEN": self.token,
                "SLUICE_ADMIN_READ_TOKEN": self.read_token, "SLUICE_GRPC_TOKEN": self.grpc_token,
                **self.env}
@@ -662,7 +817,7 @@ class ControlPlane:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"control plane exited with {self.proc.returncode}; "
-                                   f"see {self.workdir / 'control-plane.log'}")
+                                   f"see {self.workdir / (self.name + '.log')}")
             try:
                 self.api("GET", "/v1/status")
                 return

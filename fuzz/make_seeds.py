@@ -89,7 +89,7 @@ def main() -> int:
     for f in sorted(RECORDINGS.glob("*/*.json")):
         put("json_probe", f.read_bytes()[:65536])
 
-    for f in [ROOT / "envoy/demo-config.json", ROOT / "envoy/istio/base/seed-config.json"]:
+    for f in [ROOT / "envoy/demo-config.json", ROOT / "envoy/istio/common/seed-config.json"]:
         put("config", f.read_bytes())
     put("config", b'{"version":"v","hosts":["*.example.com"],"keys":[],"providers":[],"models":[]}')
     put("config", b'{"guardrails":{"rules":[{"name":"r","detector":{"regex":"(a+)+$"},"action":"mask"}]}}')

@@ -44,6 +44,13 @@ if ! command -v redis-server >/dev/null; then
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The control plane's shared store (replicas; the store's tests run on it
+# too): PostgreSQL's server programs, run as the `postgres` user it creates.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  echo ">> apt-get install postgresql (control-plane store tests, replicas)"
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
   echo ">> apt-get install wrk"
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null

@@ -94,7 +94,7 @@ impl App {
     pub fn republish(&self) -> Result<i64, String> {
         let (version, config_json) = {
             let c = self.store.lock();
-            crate::config_build::publish(&c)?
+            c.transaction(crate::config_build::publish)?
         };
         self.snapshot.send_if_modified(|cur| {
             if cur.version == version {
@@ -107,6 +107,34 @@ impl App {
             true
         });
         Ok(version)
+    }
+
+    /// Replicas on one Postgres store: a version another replica published
+    /// (an admin change made there, a key it blocked) is picked up here
+    /// within a second and pushed to the Envoys connected to this one. The
+    /// content decides the version (`publish` finds the same SHA-256), so
+    /// both replicas serve the same version number.
+    pub async fn follow_store(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let app = self.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                let last = crate::store::last_config_version(&app.store.read());
+                let current = app.snapshot.borrow().version;
+                match last {
+                    Some((v, _)) if v != current => app.republish().map(Some),
+                    _ => Ok(None),
+                }
+            })
+            .await;
+            match res {
+                Ok(Err(e)) => eprintln!("sluice: following the store: {e}"),
+                Err(e) => eprintln!("sluice: following the store: {e}"),
+                Ok(Ok(_)) => {}
+            }
+        }
     }
 
     pub fn node_update(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
@@ -124,7 +152,12 @@ impl App {
 /// (no network): the store published once, nothing connected.
 #[cfg(test)]
 pub fn test_app(dir: &std::path::Path) -> (Arc<App>, mpsc::Receiver<(String, UsageIn)>) {
-    let store = Store::open(&dir.join("t.db")).expect("store");
+    test_app_on(crate::store::testing::engine_store(dir))
+}
+
+/// The same on a given store (each engine: `store::testing::stores`).
+#[cfg(test)]
+pub fn test_app_on(store: Store) -> (Arc<App>, mpsc::Receiver<(String, UsageIn)>) {
     let (version, config_json) = crate::config_build::publish(&store.lock()).expect("publish");
     let (snapshot, _) = watch::channel(Arc::new(Snapshot {
         version,

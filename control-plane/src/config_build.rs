@@ -2,12 +2,11 @@
 //! with the shared schema before it can become a version: an invalid config
 //! never reaches Envoy.
 
-use rusqlite::Connection;
 use sluice_config::{KeyBudget, KeyLimits, KeyStatus, Model, PluginConfig, TokenPrice, VirtualKey};
 
-use crate::store::{self, now_s};
+use crate::store::{self, now_s, Db};
 
-pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
+pub fn build(c: &Db, now: i64) -> Result<PluginConfig, String> {
     let prices = store::list_prices(c).map_err(|e| e.to_string())?;
     let mut providers = store::list_providers(c)?;
     // Keys the control plane serves over SDS are injected by Envoy
@@ -102,8 +101,11 @@ pub fn build(c: &Connection, now: i64) -> Result<PluginConfig, String> {
 }
 
 /// Builds, and records a new version when the content changed. Returns the
-/// current (version, config JSON).
-pub fn publish(c: &Connection) -> Result<(i64, String), String> {
+/// current (version, config JSON). Run inside a transaction: on Postgres it
+/// holds the publishing lock until commit (`store::lock_publishing`), and
+/// replicas building the same content agree on its version.
+pub fn publish(c: &Db) -> Result<(i64, String), String> {
+    store::lock_publishing(c)?;
     let now = now_s();
     let cfg = build(c, now)?;
     let body = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
@@ -122,7 +124,7 @@ pub fn publish(c: &Connection) -> Result<(i64, String), String> {
     ))
 }
 
-fn insert_version(c: &Connection, v: i64, now: i64, sha: &str, body: &str) -> Result<i64, String> {
+fn insert_version(c: &Db, v: i64, now: i64, sha: &str, body: &str) -> Result<i64, String> {
     store::insert_config_version(c, v, now, sha, body).map_err(|e| e.to_string())?;
     Ok(v)
 }
@@ -157,7 +159,7 @@ mod tests {
     #[test]
     fn the_store_becomes_a_validated_config_and_versions_only_on_change() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("b.db")).unwrap();
+        let s = crate::store::testing::engine_store(dir.path());
         let c = s.lock();
         let (v1, _) = publish(&c).unwrap();
         assert_eq!(publish(&c).unwrap().0, v1, "nothing changed: same version");
@@ -219,6 +221,79 @@ mod tests {
         store::put_model(&c, &model("broken", bad)).unwrap();
         assert!(publish(&c).is_err());
         assert_eq!(store::last_config_version(&c).map(|v| v.0), Some(v2));
+    }
+
+    /// Two control-plane replicas on one Postgres: a change published by
+    /// either is the version the other serves, numbered alike, and replicas
+    /// publishing at once never give one number to two configs.
+    #[test]
+    fn replicas_on_one_postgres_agree_on_versions() {
+        let Some(url) = crate::store::testing::postgres_for_test() else {
+            return;
+        };
+        let (a, b) = (
+            Store::open_postgres(&url).unwrap(),
+            Store::open_postgres(&url).unwrap(),
+        );
+        let publish_on = |s: &Store| s.lock().transaction(publish).unwrap();
+        let (v1, _) = publish_on(&a);
+        assert_eq!(publish_on(&b).0, v1, "same content, same version");
+        let p: sluice_config::Provider = serde_json::from_value(serde_json::json!({
+            "name": "up", "kind": "openai", "cluster": "c", "host": "h",
+            "auth": {"type": "none"}
+        }))
+        .unwrap();
+        store::put_provider(&b.lock(), &p).unwrap();
+        let (v2, body_b) = publish_on(&b);
+        assert_eq!(store::last_config_version(&a.lock()).unwrap().0, v2);
+        let (v2a, body_a) = publish_on(&a);
+        assert_eq!((v2a, body_a), (v2, body_b), "a follows b's change");
+        // Both publish at once, each after its own change: every version
+        // number is one config, and the last holds both changes.
+        let threads: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                std::thread::spawn(move || {
+                    for n in 0..15 {
+                        let t: sluice_config::Target = serde_json::from_value(
+                            serde_json::json!({"provider": "up", "model": format!("m{i}-{n}")}),
+                        )
+                        .unwrap();
+                        let c = s.lock();
+                        c.transaction(|tx| {
+                            store::put_model(tx, &model(&format!("r{i}"), t))?;
+                            publish(tx)
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (last, json) = publish_on(&a);
+        assert_eq!(publish_on(&b).0, last);
+        let cfg: PluginConfig = serde_json::from_str(&json).unwrap();
+        let names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["r0", "r1"]);
+        let c = a.lock();
+        let rows = c
+            .query(
+                "SELECT COUNT(*), COUNT(DISTINCT sha256), MAX(version) - MIN(version) + 1
+                 FROM config_versions",
+                crate::args![],
+            )
+            .unwrap();
+        let (n, distinct, span): (i64, i64, i64) = (
+            rows[0].get(0).unwrap(),
+            rows[0].get(1).unwrap(),
+            rows[0].get(2).unwrap(),
+        );
+        assert_eq!(span, n, "versions are consecutive");
+        assert_eq!(distinct, n, "one config per version number");
+        assert!(n > 30, "{n} versions");
     }
 
     fn model(name: &str, t: sluice_config::Target) -> Model {

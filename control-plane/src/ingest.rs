@@ -82,21 +82,36 @@ pub fn ledger_id(node: &str, u: &UsageIn) -> String {
 }
 
 /// Writes a batch; returns the keys that were charged.
-pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<HashSet<String>> {
-    let mut c = app.store.lock();
+pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> store::DbResult<HashSet<String>> {
+    let c = app.store.lock();
     let prices = store::list_prices(&c)?;
-    let tx = c.transaction()?;
+    c.transaction(|tx| write_rows(tx, &prices, batch))
+}
+
+fn write_rows(
+    tx: &store::Db,
+    prices: &[store::Price],
+    batch: &[(String, UsageIn)],
+) -> store::DbResult<HashSet<String>> {
     let mut charged = HashSet::new();
     let now = now_s();
     // Counts arrive as u64; sqlite integers are i64.
     let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-    for (node, u) in batch {
+    // In ledger-id order: replicas writing the same records at once (each
+    // receives every access log, docs/fleet.md) take row locks in one order,
+    // so one waits for the other rather than deadlocking.
+    let mut rows: Vec<(String, &String, &UsageIn)> = batch
+        .iter()
+        .map(|(node, u)| (ledger_id(node, u), node, u))
+        .collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (id, node, u) in rows {
         let t = &u.tokens;
         let price = u
             .upstream_model
             .as_deref()
-            .and_then(|m| pricing::lookup(&prices, m))
-            .or_else(|| u.model.as_deref().and_then(|m| pricing::lookup(&prices, m)));
+            .and_then(|m| pricing::lookup(prices, m))
+            .or_else(|| u.model.as_deref().and_then(|m| pricing::lookup(prices, m)));
         let cost = price
             .map(|p| {
                 pricing::cost(
@@ -108,12 +123,11 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
                 )
             })
             .unwrap_or(0.0);
-        let id = ledger_id(node, u);
-        if !store::insert_usage(&tx, &id, now, node, u, cost)? {
+        if !store::insert_usage(tx, &id, now, node, u, cost)? {
             continue; // a duplicate delivery: never counted twice
         }
         if let Some((vm, seq)) = u.sequence() {
-            store::note_sequence(&tx, node, vm, seq)?;
+            store::note_sequence(tx, node, vm, seq)?;
         }
         if cost > 0.0 {
             if let Some(k) = &u.key_id {
@@ -121,7 +135,6 @@ pub fn write_batch(app: &App, batch: &[(String, UsageIn)]) -> rusqlite::Result<H
             }
         }
     }
-    tx.commit()?;
     Ok(charged)
 }
 
@@ -190,10 +203,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (app, rx) = test_app(dir.path());
         // The disk refuses writes (as when full): every batch write fails.
-        app.store
-            .lock()
-            .pragma_update(None, "query_only", true)
-            .unwrap();
+        store::testing::refuse_writes(&app.store.lock(), true);
         tokio::spawn(run(app.clone(), rx));
         let u = UsageIn {
             request_id: "r".into(),
@@ -217,10 +227,7 @@ mod tests {
         assert!(failures() >= 2, "the write is retried");
         assert_eq!(rows(), 0);
         // The disk has room again: the same batch lands, once.
-        app.store
-            .lock()
-            .pragma_update(None, "query_only", false)
-            .unwrap();
+        store::testing::refuse_writes(&app.store.lock(), false);
         for _ in 0..400 {
             if rows() == 1 {
                 break;
@@ -242,43 +249,92 @@ mod tests {
     #[test]
     fn a_batch_is_priced_charged_once_and_counted_per_vm() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, _rx) = test_app(dir.path());
-        store::upsert_price(
-            &app.store.lock(),
-            &store::Price {
-                model: "up-model".into(),
-                input_per_token: 1e-3,
-                output_per_token: 2e-3,
-                cached_input_per_token: None,
-                cache_write_input_per_token: None,
-                source: "t".into(),
-            },
-        )
-        .unwrap();
-        let mut paid = rec("r1", Some("vm1"), Some(1));
-        paid.key_id = Some("k1".into());
-        paid.upstream_model = Some("up-model".into());
-        paid.tokens.prompt_tokens = 100;
-        paid.tokens.completion_tokens = 10;
-        let mut free = rec("r2", Some("vm1"), Some(3));
-        free.key_id = Some("k2".into());
-        let batch = vec![
-            ("n".to_string(), paid.clone()),
-            ("n".to_string(), free),
-            // Redelivered: the same node, VM and sequence.
-            ("n".to_string(), paid),
-        ];
-        let charged = write_batch(&app, &batch).unwrap();
-        assert_eq!(charged, HashSet::from(["k1".to_string()]));
-        let c = app.store.read();
-        assert_eq!(store::ledger_rows(&c).unwrap(), 2);
-        let by_key = store::usage_report(&c, store::GroupBy::Key, 0).unwrap();
-        assert!((by_key[0].cost_usd - 0.12).abs() < 1e-9, "{by_key:?}");
-        let streams = store::log_streams(&c).unwrap();
-        assert_eq!(
-            (streams[0].max_seq, streams[0].received, streams[0].lost),
-            (3, 2, 1)
-        );
+        for (engine, st) in store::testing::stores(dir.path()) {
+            eprintln!("{engine}");
+            let (app, _rx) = crate::app::test_app_on(st);
+            store::upsert_price(
+                &app.store.lock(),
+                &store::Price {
+                    model: "up-model".into(),
+                    input_per_token: 1e-3,
+                    output_per_token: 2e-3,
+                    cached_input_per_token: None,
+                    cache_write_input_per_token: None,
+                    source: "t".into(),
+                },
+            )
+            .unwrap();
+            let mut paid = rec("r1", Some("vm1"), Some(1));
+            paid.key_id = Some("k1".into());
+            paid.upstream_model = Some("up-model".into());
+            paid.tokens.prompt_tokens = 100;
+            paid.tokens.completion_tokens = 10;
+            let mut free = rec("r2", Some("vm1"), Some(3));
+            free.key_id = Some("k2".into());
+            let batch = vec![
+                ("n".to_string(), paid.clone()),
+                ("n".to_string(), free),
+                // Redelivered: the same node, VM and sequence.
+                ("n".to_string(), paid),
+            ];
+            let charged = write_batch(&app, &batch).unwrap();
+            assert_eq!(charged, HashSet::from(["k1".to_string()]));
+            let c = app.store.read();
+            assert_eq!(store::ledger_rows(&c).unwrap(), 2);
+            let by_key = store::usage_report(&c, store::GroupBy::Key, 0).unwrap();
+            assert!((by_key[0].cost_usd - 0.12).abs() < 1e-9, "{by_key:?}");
+            let streams = store::log_streams(&c).unwrap();
+            assert_eq!(
+                (streams[0].max_seq, streams[0].received, streams[0].lost),
+                (3, 2, 1)
+            );
+        }
+    }
+
+    /// Two replicas on one Postgres ingest the same records at once (each
+    /// gets every access log): every record is one row, counted once.
+    #[test]
+    fn replicas_ingesting_the_same_records_count_each_once() {
+        let Some(url) = store::testing::postgres_for_test() else {
+            return;
+        };
+        let batches: Vec<Vec<(String, UsageIn)>> = (0..20u64)
+            .map(|b| {
+                (1..=50u64)
+                    .map(|i| {
+                        let vm = format!("vm{}", i % 3);
+                        ("n".to_string(), rec("r", Some(&vm), Some(b * 50 + i)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let threads: Vec<_> = (0..2)
+            .map(|replica| {
+                let (app, _rx) =
+                    crate::app::test_app_on(store::Store::open_postgres(&url).unwrap());
+                let mut batches = batches.clone();
+                if replica == 1 {
+                    batches.reverse(); // they meet in the middle
+                }
+                std::thread::spawn(move || {
+                    for b in &batches {
+                        write_batch(&app, b).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let st = store::Store::open_postgres(&url).unwrap();
+        let c = st.read();
+        assert_eq!(store::ledger_rows(&c).unwrap(), 1000);
+        let received: i64 = store::log_streams(&c)
+            .unwrap()
+            .iter()
+            .map(|l| l.received)
+            .sum();
+        assert_eq!(received, 1000, "a record both delivered is received once");
     }
 
     #[test]

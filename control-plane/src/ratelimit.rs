@@ -1,24 +1,36 @@
-//! Global rate limits: Envoy's rate limit service API
+//! Global limits: Envoy's rate limit service API
 //! (`envoy.service.ratelimit.v3`) with the counters in Redis, so that every
-//! Envoy of a fleet counts a key's rpm and tpm against one window
+//! Envoy of a fleet counts a key's rpm, tpm and budget against one counter
 //! (docs/fleet.md).
 //!
 //! Envoy's `envoy.filters.http.ratelimit` filter is the client. The bootstrap
 //! (envoy/launch.py, `global_limits`) builds the descriptors from filter state
-//! the Sluice filter sets: `sluice_key` (the key id, only for keys with rpm or
-//! tpm limits) and, at the end of the response, `sluice_tokens` (what the
-//! provider billed). Three entries per request:
+//! the Sluice filter sets: before the request leaves, `sluice_key` (the key
+//! id, only for keys with rpm/tpm limits or a budget) and `sluice_budget_hold`
+//! (the request's cost estimate, micro-dollars); when the response ends,
+//! only if this service admitted it, `sluice_settle` (the key id again),
+//! `sluice_tokens` and `sluice_budget_spent` (what the provider billed).
 //!
 //! | descriptor | `hits_addend` | when | here |
 //! |---|---|---|---|
-//! | `sluice_key=<id>, sluice_limit=requests` | 1 | request | taken only if it fits |
+//! | `sluice_key=<id>, sluice_limit=requests` | 1 | request | taken only if all fit |
 //! | `sluice_key=<id>, sluice_limit=tokens` | 0 | request | checked, nothing counted |
-//! | `sluice_key=<id>, sluice_limit=tokens` | the billed tokens | stream end | always charged |
+//! | `sluice_key=<id>, sluice_limit=budget` | the estimate | request | reserved only if all fit |
+//! | `sluice_key=<settle>, sluice_limit=tokens` | the billed tokens | stream end | always charged |
+//! | `sluice_key=<settle>, sluice_limit=budget_spent` | the billed cost | stream end | always charged |
+//! | `sluice_key=<settle>, sluice_limit=budget`, negative | the estimate | stream end | released |
 //!
-//! The limits themselves are the keys' `limits` in the published
-//! configuration (the same numbers the filter enforces per Envoy): nothing
-//! else to configure. A descriptor this service does not know (another
-//! domain, a key without that limit) is answered OK.
+//! So a budget counter holds what was billed plus what requests in flight
+//! reserved: N Envoys together overshoot a budget by no more than the
+//! difference between what in-flight requests were estimated at and what
+//! they are billed.
+//!
+//! The limits themselves come from the published configuration: the keys'
+//! `limits` (the same numbers the filter enforces per Envoy) and `budget`
+//! (what remained when its epoch started; the counter is per epoch, so a
+//! new budget or period starts from zero as the filter's own counters do).
+//! Nothing else to configure. A descriptor this service does not know
+//! (another domain, a key without that limit) is answered OK.
 //!
 //! Why not the `limitador` crate: its counters only grow (`delta: u64`), so
 //! `is_negative_hits` refunds cannot be expressed; its limits are static
@@ -53,9 +65,14 @@ pub const PATH_ENTRY: &str = "sluice_path";
 const WINDOW_S: u64 = 60;
 /// Counters outlive their window by one more, then Redis drops them.
 const COUNTER_TTL_S: u64 = 2 * WINDOW_S;
+/// A budget counter lives as long as its epoch is in use: its expiry is
+/// pushed back on every touch, and an epoch idle this long is dropped.
+const BUDGET_TTL_S: u64 = 400 * 86_400;
 
 /// One decision over every counter of a request, atomically (a script runs
-/// alone in Redis). ARGV: ttl, then per KEY: limit, hits, mode.
+/// alone in Redis). ARGV per KEY: limit, hits, mode, ttl, and 1 when the
+/// ttl is pushed back on every touch (budgets) rather than set once
+/// (windows).
 /// - `take`: counted only if every `take` and `check` of the request fits;
 /// - `check`: nothing counted; over when the window is already full;
 /// - `charge`: always counted (usage that happened: refusing it is moot);
@@ -63,24 +80,28 @@ const COUNTER_TTL_S: u64 = 2 * WINDOW_S;
 ///
 /// Returns, per KEY, the counter after the decision, then 1 if over.
 const SCRIPT: &str = r#"
-local ttl = tonumber(ARGV[1])
 local n = #KEYS
 local cur = {}
 local over = 0
 for i = 1, n do
-  local limit = tonumber(ARGV[i * 3 - 1])
-  local hits = tonumber(ARGV[i * 3])
-  local mode = ARGV[i * 3 + 1]
+  local limit = tonumber(ARGV[i * 5 - 4])
+  local hits = tonumber(ARGV[i * 5 - 3])
+  local mode = ARGV[i * 5 - 2]
   cur[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   if mode == 'take' and cur[i] + hits > limit then over = 1 end
   if mode == 'check' and cur[i] >= limit then over = 1 end
 end
 for i = 1, n do
-  local hits = tonumber(ARGV[i * 3])
-  local mode = ARGV[i * 3 + 1]
+  local hits = tonumber(ARGV[i * 5 - 3])
+  local mode = ARGV[i * 5 - 2]
+  local ttl = tonumber(ARGV[i * 5 - 1])
   if mode == 'charge' or (mode == 'take' and over == 0) then
     cur[i] = redis.call('INCRBY', KEYS[i], hits)
-    redis.call('EXPIRE', KEYS[i], ttl, 'NX')
+    if ARGV[i * 5] == '1' then
+      redis.call('EXPIRE', KEYS[i], ttl)
+    else
+      redis.call('EXPIRE', KEYS[i], ttl, 'NX')
+    end
   elseif mode == 'refund' then
     cur[i] = redis.call('DECRBY', KEYS[i], hits)
     if cur[i] < 0 then
@@ -118,6 +139,9 @@ impl Mode {
 pub enum Kind {
     Requests,
     Tokens,
+    /// Micro-dollars of the budget's epoch (`Counted::window` is the
+    /// epoch).
+    Budget,
 }
 
 impl Kind {
@@ -125,6 +149,7 @@ impl Kind {
         match self {
             Kind::Requests => "requests",
             Kind::Tokens => "tokens",
+            Kind::Budget => "budget",
         }
     }
 }
@@ -137,13 +162,24 @@ pub struct Counted {
     pub limit: u64,
     pub hits: u64,
     pub mode: Mode,
+    /// A budget's epoch (its counter's name); unused for the windows.
+    pub epoch: u64,
 }
 
-/// The rpm/tpm of each key with a limit, from the published configuration.
-pub type LimitTable = HashMap<String, (Option<u64>, Option<u64>)>;
+/// What one key is limited to across Envoys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// (micro-dollars remaining when the epoch started, epoch).
+    pub budget: Option<(u64, u64)>,
+}
 
-/// The table of a published configuration (keys without rpm and tpm are
-/// left out: their descriptors are answered OK).
+/// The limits of each key that has any, from the published configuration.
+pub type LimitTable = HashMap<String, KeyLimits>;
+
+/// The table of a published configuration (keys without rpm, tpm or a
+/// budget are left out: their descriptors are answered OK).
 pub fn limit_table(config_json: &str) -> LimitTable {
     let Ok(cfg) = serde_json::from_str::<sluice_config::PluginConfig>(config_json) else {
         return LimitTable::new();
@@ -151,8 +187,14 @@ pub fn limit_table(config_json: &str) -> LimitTable {
     cfg.keys
         .into_iter()
         .filter_map(|k| {
-            let l = k.limits?;
-            (l.rpm.is_some() || l.tpm.is_some()).then_some((k.id, (l.rpm, l.tpm)))
+            let l = KeyLimits {
+                rpm: k.limits.and_then(|l| l.rpm),
+                tpm: k.limits.and_then(|l| l.tpm),
+                budget: k
+                    .budget
+                    .map(|b| (sluice_core::budget::micros(b.remaining_usd), b.epoch)),
+            };
+            (l != KeyLimits::default()).then_some((k.id, l))
         })
         .collect()
 }
@@ -168,15 +210,20 @@ pub fn classify(d: &RateLimitDescriptor, request_hits: u32, table: &LimitTable) 
             .map(|e| e.value.as_str())
     };
     let key_id = entry(KEY_ENTRY)?;
-    let kind = match entry(LIMIT_ENTRY)? {
-        "requests" => Kind::Requests,
-        "tokens" => Kind::Tokens,
+    // `budget_spent`: the budget's stream-end charge (its request-time
+    // reservation and the release are `budget`).
+    let (kind, spent) = match entry(LIMIT_ENTRY)? {
+        "requests" => (Kind::Requests, false),
+        "tokens" => (Kind::Tokens, false),
+        "budget" => (Kind::Budget, false),
+        "budget_spent" => (Kind::Budget, true),
         _ => return None,
     };
-    let (rpm, tpm) = table.get(key_id)?;
-    let limit = match kind {
-        Kind::Requests => (*rpm)?,
-        Kind::Tokens => (*tpm)?,
+    let l = table.get(key_id)?;
+    let (limit, epoch) = match kind {
+        Kind::Requests => (l.rpm?, 0),
+        Kind::Tokens => (l.tpm?, 0),
+        Kind::Budget => l.budget?,
     };
     let hits = d
         .hits_addend
@@ -189,12 +236,15 @@ pub fn classify(d: &RateLimitDescriptor, request_hits: u32, table: &LimitTable) 
         });
     let mode = if d.is_negative_hits {
         Mode::Refund
+    } else if spent {
+        // What was billed is charged, nothing to decide (0: no change).
+        Mode::Charge
     } else if hits == 0 {
         Mode::Check
     } else {
         match kind {
-            // A request either fits or is refused.
-            Kind::Requests => Mode::Take,
+            // A request, or its budget estimate, either fits or is refused.
+            Kind::Requests | Kind::Budget => Mode::Take,
             // Tokens counted at stream end were spent: always charged.
             Kind::Tokens => Mode::Charge,
         }
@@ -205,13 +255,18 @@ pub fn classify(d: &RateLimitDescriptor, request_hits: u32, table: &LimitTable) 
         limit,
         hits,
         mode,
+        epoch,
     })
 }
 
-/// The Redis key of a counter: the window is part of the name, so a new
-/// minute starts at zero without a reset.
+/// The Redis key of a counter: the window (a budget: its epoch) is part of
+/// the name, so a new minute or budget epoch starts at zero without a
+/// reset.
 fn counter_key(c: &Counted, window: u64) -> String {
-    format!("sluice:rl:{}:{}:{window}", c.key_id, c.kind.as_str())
+    match c.kind {
+        Kind::Budget => format!("sluice:budget:{}:{}", c.key_id, c.epoch),
+        _ => format!("sluice:rl:{}:{}:{window}", c.key_id, c.kind.as_str()),
+    }
 }
 
 /// The refusal in the API the client speaks (the filter's own renderer),
@@ -219,9 +274,11 @@ fn counter_key(c: &Counted, window: u64) -> String {
 /// (The Sluice filter ahead of Envoy's ratelimit filter rewrites it in the
 /// client's API too, as translation needs; this body serves any other
 /// client of the service.)
+/// `full`: per descriptor, whether its counter is what refused the request.
 pub fn refusal(
     descriptors: &[RateLimitDescriptor],
     counted: &[Option<Counted>],
+    full: &[bool],
     reset_s: u64,
 ) -> (Vec<u8>, Vec<(String, String)>) {
     let path = descriptors
@@ -235,22 +292,40 @@ pub fn refusal(
         sluice_core::registry::Recognized::Generate(ep) => ep.api,
         _ => sluice_core::registry::default_api(),
     };
-    let what = match counted.iter().flatten().find(|c| c.mode != Mode::Charge) {
+    let refusing = || {
+        counted
+            .iter()
+            .zip(full)
+            .filter_map(|(c, f)| c.as_ref().filter(|_| *f))
+    };
+    // The budget speaks only when no rate-limit window is full too (a
+    // window empties within the minute; say so first).
+    let budget = refusing().all(|c| c.kind == Kind::Budget) && refusing().next().is_some();
+    let what = match refusing().find(|c| c.kind != Kind::Budget) {
         Some(c) if c.kind == Kind::Tokens => "tokens per minute",
         _ => "requests per minute",
     };
-    let err = sluice_core::error::GatewayError::new(
-        429,
-        sluice_core::error::ErrorKind::RateLimited,
-        format!("Rate limit reached for this API key ({what}, across all gateways). Retry later."),
-    );
-    (
-        api.render_error(&err),
-        vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            ("retry-after".to_string(), reset_s.max(1).to_string()),
-        ],
-    )
+    use sluice_core::error::{ErrorKind, GatewayError};
+    let err = if budget {
+        GatewayError::over_budget_across_gateways()
+    } else {
+        GatewayError::new(
+            429,
+            ErrorKind::RateLimited,
+            format!(
+                "Rate limit reached for this API key ({what}, across all gateways). Retry later."
+            ),
+        )
+    };
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if budget {
+        // Tells the Sluice filter which refusal to write; waiting does not
+        // bring a budget back, so no retry-after.
+        headers.push(("x-sluice-limit".to_string(), "budget".to_string()));
+    } else {
+        headers.push(("retry-after".to_string(), reset_s.max(1).to_string()));
+    }
+    (api.render_error(&err), headers)
 }
 
 /// Counters shared by every Envoy, in Redis.
@@ -288,10 +363,13 @@ impl RedisCounters {
     ) -> Result<(Vec<u64>, bool), String> {
         let window = now_s / WINDOW_S;
         let mut inv = self.script.prepare_invoke();
-        inv.arg(COUNTER_TTL_S);
         for c in counted {
             inv.key(counter_key(c, window));
             inv.arg(c.limit).arg(c.hits).arg(c.mode.as_str());
+            match c.kind {
+                Kind::Budget => inv.arg(BUDGET_TTL_S).arg(1),
+                _ => inv.arg(COUNTER_TTL_S).arg(0),
+            };
         }
         let mut conn = self.conn.clone();
         let mut out: Vec<i64> = inv
@@ -357,10 +435,12 @@ impl RateLimitService for Service {
         };
         let reset = Duration::from_secs(WINDOW_S.saturating_sub(now_s % WINDOW_S));
         let mut after = after.into_iter();
+        let mut fulls = Vec::with_capacity(counted.len());
         let statuses = counted
             .iter()
             .map(|c| {
                 let Some(c) = c else {
+                    fulls.push(false);
                     return DescriptorStatus {
                         code: Code::Ok as i32,
                         ..Default::default()
@@ -372,12 +452,16 @@ impl RateLimitService for Service {
                     Mode::Check => now >= c.limit,
                     Mode::Charge | Mode::Refund => false,
                 };
+                fulls.push(full);
                 DescriptorStatus {
                     code: if full { Code::OverLimit } else { Code::Ok } as i32,
                     current_limit: Some(RateLimit {
                         name: format!("{}:{}", c.key_id, c.kind.as_str()),
                         requests_per_unit: u32::try_from(c.limit).unwrap_or(u32::MAX),
-                        unit: Unit::Minute as i32,
+                        unit: match c.kind {
+                            Kind::Budget => Unit::Unknown,
+                            _ => Unit::Minute,
+                        } as i32,
                     }),
                     limit_remaining: u32::try_from(c.limit.saturating_sub(now)).unwrap_or(u32::MAX),
                     duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
@@ -394,7 +478,7 @@ impl RateLimitService for Service {
             ..Default::default()
         };
         if over {
-            let (body, headers) = refusal(&req.descriptors, &counted, reset.as_secs());
+            let (body, headers) = refusal(&req.descriptors, &counted, &fulls, reset.as_secs());
             resp.raw_body = body;
             resp.response_headers_to_add = headers
                 .into_iter()
@@ -436,7 +520,14 @@ mod tests {
     }
 
     fn table() -> LimitTable {
-        LimitTable::from([("k1".to_string(), (Some(10), Some(1000)))])
+        LimitTable::from([(
+            "k1".to_string(),
+            KeyLimits {
+                rpm: Some(10),
+                tpm: Some(1000),
+                budget: Some((5_000_000, 7)),
+            },
+        )])
     }
 
     #[test]
@@ -496,7 +587,7 @@ mod tests {
         ] {
             let d = [with_path(path)];
             let counted = [classify(&d[0], 0, &t)];
-            let (body, headers) = refusal(&d, &counted, 30);
+            let (body, headers) = refusal(&d, &counted, &[true], 30);
             let body = String::from_utf8(body).unwrap();
             assert!(body.contains(needle), "{path}: {body}");
             assert!(body.contains("requests per minute"), "{body}");
@@ -563,6 +654,7 @@ mod tests {
                 limit,
                 hits,
                 mode,
+                epoch: 1,
             };
             let take = item(Kind::Requests, 2, 1, Mode::Take);
             let check = item(Kind::Tokens, 100, 0, Mode::Check);
@@ -609,8 +701,98 @@ mod tests {
                 (vec![30, 0], false)
             );
             // The next minute starts empty.
-            assert_eq!(c.decide(&[take], now + 60).await.unwrap(), (vec![1], false));
+            assert_eq!(
+                c.decide(std::slice::from_ref(&take), now + 60)
+                    .await
+                    .unwrap(),
+                (vec![1], false)
+            );
+            // A budget of $1: two estimates of $0.4 are reserved, a third is
+            // refused; the first settles at $0.1 billed (its $0.4 released),
+            // which makes room again. Budget counters are the epoch's, not
+            // the minute's.
+            let hold = item(Kind::Budget, 1_000_000, 400_000, Mode::Take);
+            assert_eq!(
+                c.decide(std::slice::from_ref(&hold), now).await.unwrap(),
+                (vec![400_000], false)
+            );
+            assert_eq!(
+                c.decide(std::slice::from_ref(&hold), now + 600)
+                    .await
+                    .unwrap(),
+                (vec![800_000], false)
+            );
+            assert_eq!(
+                c.decide(std::slice::from_ref(&hold), now).await.unwrap(),
+                (vec![800_000], true)
+            );
+            let spent = item(Kind::Budget, 1_000_000, 100_000, Mode::Charge);
+            let release = item(Kind::Budget, 1_000_000, 400_000, Mode::Refund);
+            assert_eq!(
+                c.decide(&[spent, release], now).await.unwrap(),
+                (vec![900_000, 500_000], false)
+            );
+            assert_eq!(
+                c.decide(std::slice::from_ref(&hold), now).await.unwrap(),
+                (vec![900_000], false)
+            );
+            // A new epoch (a budget set again, a period rolled over) starts
+            // at zero.
+            let next = Counted {
+                epoch: 2,
+                ..hold.clone()
+            };
+            assert_eq!(
+                c.decide(&[next], now).await.unwrap(),
+                (vec![400_000], false)
+            );
+            // Together with a window: one refuses, neither is counted.
+            let small = Counted { limit: 100, ..hold };
+            assert_eq!(
+                c.decide(&[take, small], now + 60).await.unwrap(),
+                (vec![1, 900_000], true)
+            );
         });
+    }
+
+    #[test]
+    fn budget_descriptors_reserve_charge_and_release() {
+        let t = table();
+        let c = classify(&desc("budget", Some(300), false), 0, &t).unwrap();
+        assert_eq!(
+            (c.kind, c.mode, c.limit, c.hits, c.epoch),
+            (Kind::Budget, Mode::Take, 5_000_000, 300, 7)
+        );
+        let c = classify(&desc("budget_spent", Some(250), false), 0, &t).unwrap();
+        assert_eq!((c.kind, c.mode), (Kind::Budget, Mode::Charge));
+        // Billed nothing: charged nothing, never a check at stream end.
+        let c = classify(&desc("budget_spent", Some(0), false), 0, &t).unwrap();
+        assert_eq!((c.mode, c.hits), (Mode::Charge, 0));
+        let c = classify(&desc("budget", Some(300), true), 0, &t).unwrap();
+        assert_eq!(c.mode, Mode::Refund);
+        // An unpriced estimate of 0: the budget is only checked.
+        let c = classify(&desc("budget", Some(0), false), 0, &t).unwrap();
+        assert_eq!(c.mode, Mode::Check);
+        // The refusal says budget (and the filter is told so), unless a
+        // rate-limit window refused the request too.
+        let d = [
+            desc("budget", Some(300), false),
+            desc("requests", Some(1), false),
+        ];
+        let counted: Vec<_> = d.iter().map(|d| classify(d, 0, &t)).collect();
+        let (body, headers) = refusal(&d, &counted, &[true, false], 30);
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            body.contains("insufficient_quota") && body.contains("budget"),
+            "{body}"
+        );
+        assert!(headers.contains(&("x-sluice-limit".to_string(), "budget".to_string())));
+        assert!(!headers.iter().any(|(k, _)| k == "retry-after"));
+        let (body, headers) = refusal(&d, &counted, &[true, true], 30);
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .contains("requests per minute"));
+        assert!(headers.iter().any(|(k, _)| k == "retry-after"));
     }
 
     #[test]
@@ -620,7 +802,13 @@ mod tests {
         d.entries[0].value = "unknown-key".into();
         assert!(classify(&d, 0, &t).is_none());
         assert!(classify(&desc("bytes", Some(1), false), 0, &t).is_none());
-        let no_tpm = LimitTable::from([("k1".to_string(), (Some(10), None))]);
+        let no_tpm = LimitTable::from([(
+            "k1".to_string(),
+            KeyLimits {
+                rpm: Some(10),
+                ..Default::default()
+            },
+        )]);
         assert!(classify(&desc("tokens", Some(0), false), 0, &no_tpm).is_none());
     }
 
@@ -630,12 +818,20 @@ mod tests {
             "keys": [
                 {"id": "a", "sha256": "00", "limits": {"rpm": 5}},
                 {"id": "b", "sha256": "01", "limits": {"concurrent_streams": 2}},
-                {"id": "c", "sha256": "02"}
+                {"id": "c", "sha256": "02"},
+                {"id": "d", "sha256": "03", "budget": {"remaining_usd": 2.5, "epoch": 9}}
             ],
             "providers": [], "models": []
         });
         let t = limit_table(&cfg.to_string());
-        assert_eq!(t.get("a"), Some(&(Some(5), None)));
+        assert_eq!(
+            t.get("a"),
+            Some(&KeyLimits {
+                rpm: Some(5),
+                ..Default::default()
+            })
+        );
+        assert_eq!(t.get("d").and_then(|l| l.budget), Some((2_500_000, 9)));
         assert!(!t.contains_key("b") && !t.contains_key("c"));
     }
 }

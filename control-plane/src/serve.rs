@@ -22,9 +22,21 @@ const MAX_ACCESS_LOG_MESSAGE: usize = 64 << 20;
 /// `sluice serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// sqlite database file (created if missing).
-    #[arg(long, default_value = "sluice.db")]
-    db: PathBuf,
+    /// The store: a sqlite file (created if missing; the embedded
+    /// default) or `postgres://user@host:port/db`, shared by control-plane
+    /// replicas (docs/fleet.md).
+    #[arg(
+        long,
+        env = "SLUICE_DB",
+        hide_env_values = true,
+        default_value = "sluice.db"
+    )]
+    db: String,
+    /// With `?sslmode=require` in a Postgres `--db`: the CA bundle (PEM)
+    /// the server's certificate must chain to (default: the system's). The
+    /// certificate's host name is checked too.
+    #[arg(long, env = "SLUICE_DB_CA")]
+    db_ca: Option<PathBuf>,
     /// gRPC address for xDS (ECDS) and the AccessLogService.
     #[arg(long, default_value = "127.0.0.1:18000")]
     grpc: SocketAddr,
@@ -117,7 +129,9 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
         .filter(|k| !k.is_empty())
         .filter_map(|k| Some((k.clone(), std::env::var(k).ok().filter(|v| !v.is_empty())?)))
         .collect();
-    let st = store::Store::open(&a.db).map_err(|e| format!("{}: {e}", a.db.display()))?;
+    let st =
+        store::Store::open_url(&a.db, a.db_ca.as_deref()).map_err(|e| format!("store: {e}"))?;
+    let st_engine = st.engine();
     if let Some(p) = &a.seed {
         store::seed(&st, p)?;
     }
@@ -139,7 +153,7 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
     }
     let (version, config_json) = {
         let c = st.lock();
-        config_build::publish(&c)?
+        c.transaction(config_build::publish)?
     };
     let (snap_tx, _) = watch::channel(Arc::new(app::Snapshot {
         version,
@@ -233,6 +247,9 @@ pub fn run(a: ServeArgs, rw_token: String) -> Result<(), String> {
     rt.block_on(async move {
         tokio::spawn(ingest::run(app.clone(), ingest_rx));
         tokio::spawn(ingest::housekeeping(app.clone()));
+        if st_engine == store::Engine::Postgres {
+            tokio::spawn(app.clone().follow_store());
+        }
         if let Some((dir, sanitizer, rx)) = capture_task {
             tokio::spawn(capture::run(dir, sanitizer, capture_counters, rx));
         }

@@ -31,6 +31,8 @@ struct Input<'a> {
     response_cuts: Vec<u16>,
     /// A resilient model's attempts: (target, provider status; 0 = none).
     attempts: Vec<(u8, u16)>,
+    /// Envoy's global rate limiting refused it: 1 a rate limit, 2 a budget.
+    global_refusal: u8,
 }
 
 const MODELS: [&str; 7] = ["gpt", "claude", "gemini", "split", "fallback", "resp", "unknown-model"];
@@ -166,7 +168,12 @@ fuzz_target!(|inp: Input<'_>| {
                 2 => Some("text/event-stream; charset=utf-8"),
                 _ => None,
             };
-            let _ = f.on_response_headers(gw, inp.status, ct);
+            let _ = f.global_budget_hold();
+            let _ = match inp.global_refusal % 3 {
+                1 => f.on_global_rate_limit(false),
+                2 => f.on_global_rate_limit(true),
+                _ => f.on_response_headers(gw, inp.status, ct),
+            };
             let pieces = cut(inp.response, &inp.response_cuts);
             let n = pieces.len();
             let mut pending: Vec<u8> = Vec::new();
@@ -186,6 +193,7 @@ fuzz_target!(|inp: Input<'_>| {
                 }
             }
         }
+        let _ = f.global_settlement();
         let record = f.finish(1_700_000_000_010, &store);
         assert!(serde_json::from_slice::<serde_json::Value>(&record).is_ok());
         let _ = f.take_capture();

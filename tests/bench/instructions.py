@@ -140,6 +140,7 @@ def main() -> int:
     mock = launch.Mock(work, require_key=None, log_requests=False)
     rows = []
     up = None
+    sinks: list = []
     try:
         up_port = mock.port
         if args.upstream == "envoy":
@@ -162,6 +163,13 @@ def main() -> int:
             ("plain Envoy, stream (50 events)", None, None, gpt_s),
             ("Sluice passthrough, stream", loadbench.bench_config(), launch.WASM, gpt_s),
             ("Sluice openai→anthropic, stream", loadbench.bench_config(), launch.WASM, claude_s),
+            # Usage records shipped over gRPC access logs: to one control
+            # plane, and to each of two replicas (docs/fleet.md) — the
+            # per-request price of losing nothing when a replica dies.
+            ("Sluice passthrough, usage to 1 control plane", loadbench.bench_config(),
+             launch.WASM, gpt, 1),
+            ("Sluice passthrough, usage to 2 replicas", loadbench.bench_config(), launch.WASM,
+             gpt, 2),
         ]
         if args.probes:
             # The no-op filter performing one kind of host operation each, then
@@ -178,8 +186,12 @@ def main() -> int:
             cases = paired
         if args.only:
             cases = [c for c in cases if c[0].startswith("plain Envoy") or args.only in c[0]]
-        for i, (name, config, wasm, body) in enumerate(cases):
+        for i, (name, config, wasm, body, *als) in enumerate(cases):
             port, admin = launch.free_port(), launch.free_port()
+            while als and len(sinks) < als[0]:
+                sinks.append(launch.ControlPlane(work, db=work / f"sink{len(sinks)}.db",
+                                                 name=f"sink{len(sinks)}",
+                                                 grpc_token="bench-usage-sink-token"))
             if config is None or wasm == loadbench.NOOP:
                 boot = launch.render_plain(listen_port=port, admin_port=admin,
                                            mock_port=up_port, access_log=work / "a.log",
@@ -189,9 +201,15 @@ def main() -> int:
                 boot = launch.render_bootstrap(config=config, listen_port=port,
                                                admin_port=admin, mock_port=up_port,
                                                access_log=work / "a.log", real_clusters=False,
-                                               wasm=wasm)
+                                               wasm=wasm,
+                                               usage_sinks=[c.grpc_port for c in sinks[:als[0]]]
+                                               if als else None,
+                                               control_plane_token=sinks[0].grpc_token
+                                               if als else None)
             rows.append((name, profile(f"case{i}", boot, body, args.requests, work, port, admin)))
     finally:
+        for c in sinks:
+            c.stop()
         if up is not None:
             up.stop()
         mock.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,17 @@ BODY_LIMIT = 65536
 
 def sha(k: str) -> str:
     return hashlib.sha256(k.encode()).hexdigest()
+
+
+def wait_for(pred, timeout: float = 20.0, step: float = 0.02) -> float:
+    """Polls `pred` until it is true; the seconds it took. Fails after
+    `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
 
 
 def gateway_config() -> dict:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import launch
-from conftest import TEST_KEY, gateway_config
+from conftest import TEST_KEY, gateway_config, wait_for
 
 PRICES = {  # LiteLLM's price-file format
     "mock-gpt-upstream": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
@@ -44,16 +44,6 @@ def chat(stack, key, model="mock-gpt", stream=False, rid=None, **extra):
                 r.read()
                 return r
         return c.post(stack.url + "/v1/chat/completions", json=body, headers=headers)
-
-
-def wait_for(pred, timeout=10.0, step=0.02):
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        v = pred()
-        if v:
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def ledger_rows(stack) -> int:

@@ -3,6 +3,7 @@ plane serving Envoy's rate limit service API with the counters in a real
 redis-server (control-plane/src/ratelimit.rs, docs/fleet.md)."""
 from __future__ import annotations
 
+import json
 import time
 
 import anthropic
@@ -10,19 +11,10 @@ import httpx
 import pytest
 
 import launch
-from conftest import gateway_config, sha
+from conftest import gateway_config, sha, wait_for
 
 RPM_KEY, TPM_KEY, FREE_KEY = "sk-fleet-rpm", "sk-fleet-tpm", "sk-fleet-free"
 ROOMY_KEY = "sk-fleet-roomy"
-
-
-def wait_for(pred, timeout=20.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def away_from_minute_boundary():
@@ -110,7 +102,11 @@ def test_two_envoys_admit_one_rpm_limit_together(fleet):
                           messages=[{"role": "user", "content": "x"}])
     assert e.value.body["error"]["type"] == "rate_limit_error", e.value.body
     # Keys without limits make no call to the service and are unaffected.
+    def calls():
+        return sum(fleet.stat(0, f"ratelimit.{s}") for s in ("ok", "over_limit", "error"))
+    before = calls()
     assert post(fleet.urls[0], FREE_KEY).status_code == 200
+    assert calls() == before
 
 
 def test_tokens_charged_at_stream_end_block_the_next_request_elsewhere(fleet):
@@ -133,6 +129,57 @@ def test_tokens_charged_at_stream_end_block_the_next_request_elsewhere(fleet):
     wait_for(refused_on_the_other_envoy, timeout=10, step=0.2)
 
 
+def test_a_budget_over_two_envoys_overshoots_by_at_most_what_was_in_flight(fleet):
+    """A $0.2 daily budget (about five requests) and a burst of 40 at once,
+    alternating between the two Envoys. Each Envoy's own reservations would
+    admit about five each — ten in all, twice the budget; reserved across
+    Envoys at request time and settled at stream end, the two together
+    admit what one would, and what the ledger charged stays within the
+    budget plus what in-flight estimates under-reserved."""
+    from concurrent.futures import ThreadPoolExecutor
+    budget = 0.2
+    prices = fleet.workdir / "prices.json"
+    prices.write_text(json.dumps({"mock-gpt-upstream": {
+        "input_cost_per_token": 0.001, "output_cost_per_token": 0.002, "mode": "chat"}}))
+    fleet.cp.cli("prices", "import", str(prices))
+    out = json.loads(fleet.cp.cli("keys", "create", "--name", "burst", "--json",
+                                  "--budget-usd", str(budget), "--period", "daily").stdout)
+    kid, key = out["id"], out["key"]
+    answered = [0]
+
+    def known(url):
+        ok = httpx.get(url + "/v1/models", timeout=10,
+                       headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        answered[0] += ok
+        return ok
+    for u in fleet.urls:
+        wait_for(lambda u=u: all(known(u) for _ in range(4)))
+    with ThreadPoolExecutor(40) as ex:
+        rs = list(ex.map(lambda i: post(fleet.urls[i % 2], key, max_tokens=8), range(40)))
+    codes = [r.status_code for r in rs]
+    ok = codes.count(200)
+    assert codes.count(429) == 40 - ok, codes
+    refused = [r.json()["error"] for r in rs if r.status_code == 429]
+    assert all(e["code"] == "insufficient_quota" for e in refused), refused[:3]
+    # Some were admitted by their Envoy's own counters and refused across
+    # Envoys: the service's refusal, written by Sluice in the client's API.
+    assert any("across all gateways" in e["message"] for e in refused), refused[:3]
+
+    def row():
+        rows = fleet.cp.api("GET", "/v1/usage?by=key&days=1")["rows"]
+        return next((r for r in rows if r["group"] == kid), {"requests": 0, "cost_usd": 0})
+    wait_for(lambda: row()["requests"] == 40 + answered[0], timeout=20, step=0.2)
+    spent = row()["cost_usd"]
+    one = spent / ok
+    print(f"\n[measured] budget ${budget}: {ok} of 40 admitted across 2 Envoys, "
+          f"${spent:.4f} charged (${one:.4f} each)")
+    # Per Envoy alone this would be about 2 × budget / one.
+    assert 1 <= ok <= budget / one + 1, (ok, spent, codes)
+    # The estimate (body/4 prompt tokens + max_tokens) can undershoot the
+    # provider's count by a few tokens per request, never by a request.
+    assert spent <= budget + one * 0.25, (spent, ok)
+
+
 def test_rate_limit_service_down_fails_open_and_says_so(fleet):
     """Redis killed: the service answers unavailable; Envoy lets requests of
     limited keys go on under its own per-Envoy limits (fail open, the
@@ -153,3 +200,33 @@ def test_rate_limit_service_down_fails_open_and_says_so(fleet):
     # Back: counted globally again (the connection manager reconnects).
     wait_for(lambda: post(fleet.urls[1], ROOMY_KEY).status_code == 200
              and fleet.stat(1, "ratelimit.ok") > 0, timeout=15, step=0.3)
+
+
+def test_rate_limit_service_killed_leaves_each_envoy_its_own_limits(fleet):
+    """The service's process itself killed (SIGKILL, connections refused
+    rather than answered unavailable): requests go on, each Envoy's own rpm
+    still holds — a fresh key with rpm 5 gets exactly 5 per Envoy, refused
+    by the filter itself, not across gateways — and the failures are
+    counted. The service restarted, counting across Envoys resumes."""
+    away_from_minute_boundary()
+    out = json.loads(fleet.cp.cli("keys", "create", "--name", "local", "--json",
+                                  "--rpm", "5").stdout)
+    key = out["key"]
+    for u in fleet.urls:
+        wait_for(lambda u=u: httpx.get(u + "/v1/models", timeout=10, headers={
+            "Authorization": f"Bearer {key}"}).status_code == 200)
+    before = fleet.stat(0, "ratelimit.failure_mode_allowed")
+    fleet.cp.kill()
+    try:
+        rs = [post(fleet.urls[0], key) for _ in range(7)]
+        codes = [r.status_code for r in rs]
+        assert codes == [200] * 5 + [429] * 2, codes
+        assert "all gateways" not in rs[-1].json()["error"]["message"]
+        assert fleet.stat(0, "ratelimit.failure_mode_allowed") >= before + 5
+        # The other Envoy has its own five.
+        assert [post(fleet.urls[1], key).status_code for _ in range(5)] == [200] * 5
+    finally:
+        fleet.cp.start()
+    ok_before = fleet.stat(1, "ratelimit.ok")
+    wait_for(lambda: post(fleet.urls[1], ROOMY_KEY).status_code == 200
+             and fleet.stat(1, "ratelimit.ok") > ok_before, timeout=20, step=0.3)

@@ -82,7 +82,10 @@ def test_envoy_accepts_what_the_envoyfilters_produce(rendered, tree, name):
         assert ok, f"{name} ({label}): {msg}"
         hcm = envoy_assemble._hcm(boot["static_resources"]["listeners"][0])["typed_config"]
         names = [f["name"] for f in hcm["http_filters"]]
-        assert names[-1] == "envoy.filters.http.router" and len(names) == 2, names
+        # Sluice first; with global limits, Envoy's ratelimit filter after it
+        # (it reads what Sluice sets), then the router.
+        want = ["envoy.filters.http.ratelimit"] if "fleet" in name else []
+        assert names[1:] == want + ["envoy.filters.http.router"], names
 
 
 def test_a_typo_in_a_patch_fails_the_build(rendered, tree):
@@ -117,7 +120,8 @@ def loopback(boot: dict, ports: dict[str, int], listen_port: int, admin_port: in
         c["type"] = "STATIC"
         c.pop("transport_socket", None)
         c["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+            "socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+            for p in (port if isinstance(port, list) else [port])]}]
         keep.append(c)
     b["static_resources"]["clusters"] = keep
     b.pop("dynamic_resources")
@@ -128,7 +132,7 @@ def loopback(boot: dict, ports: dict[str, int], listen_port: int, admin_port: in
 
 
 def k8s_seed(mock_keys: bool = True) -> dict:
-    seed = json.loads((ROOT / "envoy/istio/base/seed-config.json").read_text())
+    seed = json.loads((ROOT / "envoy/istio/common/seed-config.json").read_text())
     if mock_keys:
         for p in seed["providers"]:
             p["api_key_env"] = "SLUICE_MOCK_API_KEY"
@@ -304,3 +308,105 @@ def test_control_plane_image_matches_the_deployment(rendered):
     assert "target/release/sluice " in text and str(launch.WASM.relative_to(ROOT)) in text
     for port in dep["containers"][0]["ports"]:
         assert str(port["containerPort"]) in text
+
+
+def test_fleet_overlay_runs_replicas_with_a_disruption_budget(rendered):
+    """Two control-plane replicas on Postgres with a PodDisruptionBudget,
+    Postgres and Redis (bundled, replaceable by managed ones), and the
+    proxies' side: every usage record to each replica by name, Envoy's
+    ratelimit filter after Sluice with the same config the e2e tests run."""
+    objs = rendered["overlays/fleet-ingress-gateway"]
+    assert not by_kind(objs, "Deployment") and not by_kind(objs, "PersistentVolumeClaim")
+    cp = by_kind(objs, "StatefulSet", "sluice-control-plane")[0]
+    assert cp["spec"]["replicas"] == 2
+    assert cp["spec"]["serviceName"] == "sluice-control-plane-pods"
+    pods = by_kind(objs, "Service", "sluice-control-plane-pods")[0]
+    assert pods["spec"]["clusterIP"] == "None"
+    pdb = by_kind(objs, "PodDisruptionBudget")[0]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == cp["spec"]["selector"]["matchLabels"]
+    c = cp["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "sluice-fleet"}} in c["envFrom"]
+    assert not any(a.startswith(("--db", "--capture-dir")) for a in c["args"])
+    secret = by_kind(objs, "Secret", "sluice-fleet")[0]
+    assert {"SLUICE_DB", "SLUICE_REDIS_URL", "POSTGRES_PASSWORD"} <= set(secret["data"])
+    assert by_kind(objs, "StatefulSet", "sluice-postgres") and by_kind(objs, "StatefulSet",
+                                                                        "sluice-redis")
+    policies = {p["metadata"]["name"] for p in by_kind(objs, "NetworkPolicy")}
+    assert {"sluice-control-plane", "sluice-postgres", "sluice-redis"} <= policies
+    # The proxies' side.
+    patches = by_kind(objs, "EnvoyFilter", "sluice")[0]["spec"]["configPatches"]
+    added = [p["patch"]["value"]["name"] for p in patches
+             if p["applyTo"] == "CLUSTER" and p["patch"]["operation"] == "ADD"]
+    assert added == ["sluice_control_plane", "sluice_control_plane_0", "sluice_control_plane_1"]
+    logs = patches[2]["patch"]["value"]["typed_config"]["access_log"]
+    assert [l["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+            for l in logs] == ["sluice_control_plane_0", "sluice_control_plane_1"]
+    rl = [p["patch"]["value"] for p in patches if p["applyTo"] == "HTTP_FILTER"
+          and p["patch"]["value"]["name"] == "envoy.filters.http.ratelimit"]
+    assert rl == [launch.ratelimit_filter("REPLACE-WITH-SLUICE_GRPC_TOKEN")]
+
+
+def test_fleet_ingress_gateway_configuration_serves_live(rendered, tmp_path):
+    """What the fleet overlay's EnvoyFilter produces, in a real Envoy, with
+    two control planes on a real Postgres and the rate limit service on a
+    real Redis: requests served, limits counted by the service, every usage
+    record in the ledger once although both replicas receive it — and still
+    so after one replica is killed."""
+    objs = rendered["overlays/fleet-ingress-gateway"]
+    (_, boot), = validate.envoy_configs(objs, "GATEWAY")
+    mock = launch.Mock(tmp_path)
+    pg = launch.Postgres()
+    redis = launch.Redis(tmp_path)
+    keys = {k: launch.MOCK_PROVIDER_SECRET
+            for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")}
+    seed = k8s_seed(mock_keys=False)
+    seed["keys"][0]["limits"] = {"rpm": 1000}  # counted by the service
+    token = "fleet-manifests-" + "t" * 16
+    cps, envoy = [], None
+    try:
+        cps = [launch.ControlPlane(tmp_path, seed=seed, wasm_inline=True, provider_secrets=keys,
+                                   db=pg.url, redis_url=redis.url, grpc_token=token,
+                                   name=f"cp-{i}") for i in range(2)]
+        port, admin = launch.free_port(), launch.free_port()
+        cfg = loopback(boot, {"mock": mock.port,
+                              "sluice_control_plane": [c.grpc_port for c in cps],
+                              "sluice_control_plane_0": cps[0].grpc_port,
+                              "sluice_control_plane_1": cps[1].grpc_port},
+                       port, admin, grpc_token=token)
+        envoy = launch.Envoy(tmp_path, cfg, admin_port=admin, name="istio-fleet")
+        url = f"http://127.0.0.1:{port}"
+
+        def stat(name):
+            with httpx.Client(timeout=5) as c:
+                text = c.get(f"http://127.0.0.1:{admin}/stats").text
+            return sum(int(v) for k, _, v in (l.partition(": ") for l in text.splitlines())
+                       if k.endswith(name) and v.strip().isdigit())
+
+        def ledger():
+            return cps[1].api("GET", "/v1/status")["ledger_rows"]
+
+        for _ in range(3):
+            r = ask(url, "gpt-4o-mini")
+            assert r.status_code == 200, r.text
+        assert stat("ratelimit.ok") >= 3, "the rate limit service counted the key"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and ledger() < 3:
+            time.sleep(0.1)
+        cps[0].kill()
+        for _ in range(3):
+            assert ask(url, "gpt-4o-mini", stream=True).status_code == 200
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and ledger() < 6:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert ledger() == 6, "each request once, none lost with the killed replica"
+    finally:
+        if envoy:
+            envoy.stop()
+        for c in cps:
+            if c.proc.poll() is None:
+                c.stop()
+        redis.stop()
+        pg.remove()
+        mock.stop()

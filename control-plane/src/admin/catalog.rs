@@ -116,12 +116,9 @@ pub async fn import_prices(
     auth(&s, &h, true)?;
     let prices = crate::pricing::parse_litellm(&body).map_err(bad)?;
     {
-        let mut c = s.app.store.lock();
-        let tx = c.transaction().map_err(internal)?;
-        for p in &prices {
-            store::upsert_price(&tx, p).map_err(internal)?;
-        }
-        tx.commit().map_err(internal)?;
+        let c = s.app.store.lock();
+        c.transaction(|tx| prices.iter().try_for_each(|p| store::upsert_price(tx, p)))
+            .map_err(internal)?;
     }
     // Targets carry prices: push them.
     s.app.republish().map_err(internal)?;

@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use rusqlite::Connection;
 
 use crate::api::ErrorBody;
 use crate::app::App;
@@ -52,6 +51,12 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+impl From<crate::store::DbError> for ApiError {
+    fn from(e: crate::store::DbError) -> Self {
+        internal(e)
+    }
 }
 
 fn auth(s: &AdminState, h: &HeaderMap, write: bool) -> Result<(), ApiError> {
@@ -86,19 +91,19 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 /// Runs a mutation and the config rebuild in one transaction.
 fn mutate<T>(
     app: &App,
-    f: impl FnOnce(&Connection) -> Result<T, ApiError>,
+    f: impl FnOnce(&crate::store::Db) -> Result<T, ApiError>,
 ) -> Result<(T, i64), ApiError> {
     let (out, version, json) = {
-        let mut c = app.store.lock();
-        let tx = c.transaction().map_err(internal)?;
-        let out = f(&tx)?;
-        let (version, json) = crate::config_build::publish(&tx).map_err(|e| {
-            bad(format!(
-                "the change would make the gateway config invalid: {e}"
-            ))
-        })?;
-        tx.commit().map_err(internal)?;
-        (out, version, json)
+        let c = app.store.lock();
+        c.transaction(|tx| {
+            let out = f(tx)?;
+            let (version, json) = crate::config_build::publish(tx).map_err(|e| {
+                bad(format!(
+                    "the change would make the gateway config invalid: {e}"
+                ))
+            })?;
+            Ok::<_, ApiError>((out, version, json))
+        })?
     };
     app.snapshot.send_if_modified(|cur| {
         if cur.version == version {

@@ -1,9 +1,9 @@
 //! Virtual keys (hashes only) and what a key spent.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, period_start};
+use super::{now_ms, period_start, Db, DbResult, Row};
+use crate::args;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyRow {
@@ -32,42 +32,43 @@ pub struct KeyRow {
     pub budget_period_start: i64,
 }
 
-pub fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
-    let models: String = r.get("models")?;
+pub fn key_from_row(r: &Row) -> DbResult<KeyRow> {
+    let models: String = r.named("models")?;
     Ok(KeyRow {
-        id: r.get("id")?,
-        sha256: r.get("sha256")?,
-        prefix: r.get("prefix")?,
-        name: r.get("name")?,
-        owner: r.get("owner")?,
+        id: r.named("id")?,
+        sha256: r.named("sha256")?,
+        prefix: r.named("prefix")?,
+        name: r.named("name")?,
+        owner: r.named("owner")?,
         models: serde_json::from_str(&models).unwrap_or_default(),
-        rpm: r.get("rpm")?,
-        tpm: r.get("tpm")?,
-        concurrent_streams: r.get("concurrent_streams")?,
-        budget_usd: r.get("budget_usd")?,
-        budget_period: r.get("budget_period")?,
-        expires_at: r.get("expires_at")?,
-        status: r.get("status")?,
-        created_at: r.get("created_at")?,
-        budget_epoch: r.get("budget_epoch")?,
-        budget_base_usd: r.get("budget_base_usd")?,
-        budget_period_start: r.get("budget_period_start")?,
+        rpm: r.named("rpm")?,
+        tpm: r.named("tpm")?,
+        concurrent_streams: r.named("concurrent_streams")?,
+        budget_usd: r.named("budget_usd")?,
+        budget_period: r.named("budget_period")?,
+        expires_at: r.named("expires_at")?,
+        status: r.named("status")?,
+        created_at: r.named("created_at")?,
+        budget_epoch: r.named("budget_epoch")?,
+        budget_base_usd: r.named("budget_base_usd")?,
+        budget_period_start: r.named("budget_period_start")?,
     })
 }
 
-pub fn list_keys(c: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
-    let mut st = c.prepare("SELECT * FROM keys ORDER BY created_at, id")?;
-    let rows = st.query_map([], key_from_row)?;
-    rows.collect()
+pub fn list_keys(c: &Db) -> DbResult<Vec<KeyRow>> {
+    c.query("SELECT * FROM keys ORDER BY created_at, id", args![])?
+        .iter()
+        .map(key_from_row)
+        .collect()
 }
 
-pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
+pub fn insert_key(c: &Db, k: &KeyRow) -> DbResult<()> {
     c.execute(
         "INSERT INTO keys (id, sha256, prefix, name, owner, models, rpm, tpm, budget_usd,
                            budget_period, expires_at, status, created_at, budget_epoch,
                            budget_base_usd, budget_period_start, concurrent_streams)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
+        args![
             k.id,
             k.sha256,
             k.prefix,
@@ -94,7 +95,7 @@ pub fn insert_key(c: &Connection, k: &KeyRow) -> rusqlite::Result<()> {
 /// `budget − spend now`. Called when a budget is set and when its period
 /// rolls over — never for unrelated pushes, which must not reset counters
 /// while the ledger still lags in-flight requests.
-pub fn reset_budget_epoch(c: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
+pub fn reset_budget_epoch(c: &Db, id: &str, now: i64) -> DbResult<()> {
     let Some(k) = get_key(c, id)? else {
         return Ok(());
     };
@@ -106,60 +107,60 @@ pub fn reset_budget_epoch(c: &Connection, id: &str, now: i64) -> rusqlite::Resul
     c.execute(
         "UPDATE keys SET budget_epoch = ?1, budget_base_usd = ?2, budget_period_start = ?3
          WHERE id = ?4",
-        params![epoch, base, period_start(&k.budget_period, now), id],
+        args![epoch, base, period_start(&k.budget_period, now), id],
     )?;
     Ok(())
 }
 
-pub fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyRow>> {
-    c.query_row("SELECT * FROM keys WHERE id = ?1", [id], key_from_row)
-        .optional()
+pub fn get_key(c: &Db, id: &str) -> DbResult<Option<KeyRow>> {
+    c.query_opt("SELECT * FROM keys WHERE id = ?1", args![id])?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
 }
 
 /// Spend of a key in its current period.
-pub fn key_spend(c: &Connection, key: &KeyRow, now: i64) -> rusqlite::Result<f64> {
-    c.query_row(
+pub fn key_spend(c: &Db, key: &KeyRow, now: i64) -> DbResult<f64> {
+    c.query_one(
         "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE key_id = ?1 AND ts >= ?2",
-        params![key.id, period_start(&key.budget_period, now)],
-        |r| r.get(0),
-    )
+        args![key.id, period_start(&key.budget_period, now)],
+    )?
+    .get(0)
 }
 
 /// Revokes a key; `false` if there is none.
-pub fn revoke_key(c: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(c.execute("UPDATE keys SET status = 'revoked' WHERE id = ?1", [id])? > 0)
+pub fn revoke_key(c: &Db, id: &str) -> DbResult<bool> {
+    Ok(c.execute(
+        "UPDATE keys SET status = 'revoked' WHERE id = ?1",
+        args![id],
+    )? > 0)
 }
 
 /// Sets (or with `None` clears) a key's budget and its period.
-pub fn set_budget(
-    c: &Connection,
-    id: &str,
-    usd: Option<f64>,
-    period: &str,
-) -> rusqlite::Result<()> {
+pub fn set_budget(c: &Db, id: &str, usd: Option<f64>, period: &str) -> DbResult<()> {
     c.execute(
         "UPDATE keys SET budget_usd = ?1, budget_period = ?2 WHERE id = ?3",
-        params![usd, period, id],
+        args![usd, period, id],
     )?;
     Ok(())
 }
 
 /// `active`, `disabled`, `over_budget` or `revoked`.
-pub fn set_key_status(c: &Connection, id: &str, status: &str) -> rusqlite::Result<()> {
+pub fn set_key_status(c: &Db, id: &str, status: &str) -> DbResult<()> {
     c.execute(
         "UPDATE keys SET status = ?1 WHERE id = ?2",
-        params![status, id],
+        args![status, id],
     )?;
     Ok(())
 }
 
-pub fn count_keys(c: &Connection) -> rusqlite::Result<i64> {
-    c.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
+pub fn count_keys(c: &Db) -> DbResult<i64> {
+    c.query_one("SELECT COUNT(*) FROM keys", args![])?.get(0)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{now_s, Store};
+    use super::super::now_s;
     use super::*;
 
     pub fn key(id: &str) -> KeyRow {
@@ -187,55 +188,59 @@ mod tests {
     #[test]
     fn keys_round_trip_and_change() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db")).unwrap();
-        let c = s.lock();
-        insert_key(&c, &key("a")).unwrap();
-        insert_key(&c, &key("b")).unwrap();
-        // The hash is unique: the same secret cannot be two keys.
-        assert!(insert_key(
-            &c,
-            &KeyRow {
-                id: "c".into(),
-                ..key("a")
-            }
-        )
-        .is_err());
-        assert_eq!(get_key(&c, "a").unwrap().unwrap(), key("a"));
-        assert_eq!(list_keys(&c).unwrap().len(), 2);
-        assert_eq!(count_keys(&c).unwrap(), 2);
-        assert!(revoke_key(&c, "a").unwrap());
-        assert!(!revoke_key(&c, "zz").unwrap());
-        assert_eq!(get_key(&c, "a").unwrap().unwrap().status, "revoked");
-        set_budget(&c, "b", None, "daily").unwrap();
-        set_key_status(&c, "b", "over_budget").unwrap();
-        let b = get_key(&c, "b").unwrap().unwrap();
-        assert_eq!(
-            (b.budget_usd, b.budget_period.as_str(), b.status.as_str()),
-            (None, "daily", "over_budget")
-        );
-        assert_eq!(key_spend(&c, &b, now_s()).unwrap(), 0.0);
+        for (engine, s) in super::super::testing::stores(dir.path()) {
+            eprintln!("{engine}");
+            let c = s.lock();
+            insert_key(&c, &key("a")).unwrap();
+            insert_key(&c, &key("b")).unwrap();
+            // The hash is unique: the same secret cannot be two keys.
+            assert!(insert_key(
+                &c,
+                &KeyRow {
+                    id: "c".into(),
+                    ..key("a")
+                }
+            )
+            .is_err());
+            assert_eq!(get_key(&c, "a").unwrap().unwrap(), key("a"));
+            assert_eq!(list_keys(&c).unwrap().len(), 2);
+            assert_eq!(count_keys(&c).unwrap(), 2);
+            assert!(revoke_key(&c, "a").unwrap());
+            assert!(!revoke_key(&c, "zz").unwrap());
+            assert_eq!(get_key(&c, "a").unwrap().unwrap().status, "revoked");
+            set_budget(&c, "b", None, "daily").unwrap();
+            set_key_status(&c, "b", "over_budget").unwrap();
+            let b = get_key(&c, "b").unwrap().unwrap();
+            assert_eq!(
+                (b.budget_usd, b.budget_period.as_str(), b.status.as_str()),
+                (None, "daily", "over_budget")
+            );
+            assert_eq!(key_spend(&c, &b, now_s()).unwrap(), 0.0);
+        }
     }
 
     #[test]
     fn a_new_epoch_starts_from_what_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db")).unwrap();
-        let c = s.lock();
-        insert_key(&c, &key("a")).unwrap();
-        let now = now_s();
-        let spent = sluice_records::UsageRecord {
-            key_id: Some("a".into()),
-            status: 200,
-            ..Default::default()
-        };
-        super::super::insert_usage(&c, "u1", now, "n", &spent, 0.5).unwrap();
-        reset_budget_epoch(&c, "a", now).unwrap();
-        let a = get_key(&c, "a").unwrap().unwrap();
-        assert_eq!(a.budget_base_usd, Some(1.0));
-        assert!(a.budget_epoch > 7);
-        assert_eq!(
-            a.budget_period_start,
-            super::super::period_start("monthly", now)
-        );
+        for (engine, s) in super::super::testing::stores(dir.path()) {
+            eprintln!("{engine}");
+            let c = s.lock();
+            insert_key(&c, &key("a")).unwrap();
+            let now = now_s();
+            let spent = sluice_records::UsageRecord {
+                key_id: Some("a".into()),
+                status: 200,
+                ..Default::default()
+            };
+            super::super::insert_usage(&c, "u1", now, "n", &spent, 0.5).unwrap();
+            reset_budget_epoch(&c, "a", now).unwrap();
+            let a = get_key(&c, "a").unwrap().unwrap();
+            assert_eq!(a.budget_base_usd, Some(1.0));
+            assert!(a.budget_epoch > 7);
+            assert_eq!(
+                a.budget_period_start,
+                super::super::period_start("monthly", now)
+            );
+        }
     }
 }

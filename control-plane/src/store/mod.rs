@@ -1,22 +1,28 @@
-//! The sqlite store: keys (hashes only), providers, model routes, prices,
-//! the usage ledger and pushed config versions. **All SQL lives in this
-//! module**, one file per resource (`keys`, `catalog`, `ledger`, `seed`);
+//! The store: keys (hashes only), providers, model routes, prices, the
+//! usage ledger and pushed config versions, on sqlite (embedded, the
+//! default) or Postgres (shared by control-plane replicas, docs/fleet.md).
+//! **All SQL lives in this module**, one file per resource (`keys`,
+//! `catalog`, `ledger`, `seed`), written once for both engines (`db.rs`);
 //! callers get typed rows. One writer connection behind a mutex (sqlite
-//! serialises writers anyway) and a read-only one for reports; WAL so
-//! readers never block the ingest writer; versioned migrations.
+//! serialises writers anyway) and, on sqlite, a read-only one for reports
+//! (WAL: readers never block the ingest writer); versioned migrations.
 
 mod catalog;
+mod db;
 mod keys;
 mod ledger;
 mod seed;
+#[cfg(test)]
+pub mod testing;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::args;
 pub use catalog::*;
+pub use db::{Db, DbError, DbResult, Engine, Param, Row};
 pub use keys::*;
 pub use ledger::*;
 pub use seed::seed;
@@ -136,30 +142,28 @@ ALTER TABLE usage ADD COLUMN operation TEXT;
 
 /// A JSON setting (`capture`, `shadow`), if set.
 pub fn get_setting<T: serde::de::DeserializeOwned>(
-    c: &Connection,
+    c: &Db,
     name: &str,
 ) -> Result<Option<T>, String> {
-    c.query_row("SELECT spec FROM settings WHERE name = ?1", [name], |r| {
-        r.get::<_, String>(0)
-    })
-    .optional()
-    .map_err(|e| e.to_string())?
-    .map(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-    .transpose()
+    c.query_opt("SELECT spec FROM settings WHERE name = ?1", args![name])?
+        .map(|r| r.get::<String>(0))
+        .transpose()?
+        .map(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+        .transpose()
 }
 
 /// Sets (`Some`) or clears (`None`) a JSON setting.
-pub fn put_setting<T: Serialize>(c: &Connection, name: &str, v: Option<&T>) -> Result<(), String> {
+pub fn put_setting<T: Serialize>(c: &Db, name: &str, v: Option<&T>) -> Result<(), String> {
     match v {
         Some(v) => {
             let spec = serde_json::to_string(v).map_err(|e| e.to_string())?;
             c.execute(
                 "INSERT INTO settings (name, spec) VALUES (?1, ?2)
                  ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
-                params![name, spec],
+                args![name, spec],
             )
         }
-        None => c.execute("DELETE FROM settings WHERE name = ?1", [name]),
+        None => c.execute("DELETE FROM settings WHERE name = ?1", args![name]),
     }
     .map(|_| ())
     .map_err(|e| e.to_string())
@@ -167,11 +171,11 @@ pub fn put_setting<T: Serialize>(c: &Connection, name: &str, v: Option<&T>) -> R
 
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     /// A second connection for reports and status: WAL lets it read while
     /// the ledger writer holds `conn`, so a slow report never stalls
     /// ingestion (or the other way round).
-    read: Option<Arc<Mutex<Connection>>>,
+    read: Option<Arc<Mutex<Db>>>,
 }
 
 pub fn now_s() -> i64 {
@@ -189,19 +193,73 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> rusqlite::Result<Store> {
-        let conn = Connection::open(path)?;
+    /// `postgres://…` (or `postgresql://…`): a Postgres database shared by
+    /// replicas; anything else: a sqlite file.
+    pub fn open_url(url: &str, ca: Option<&Path>) -> DbResult<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::open_postgres_with_ca(url, ca)
+        } else {
+            Store::open(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)))
+        }
+    }
+
+    pub fn open(path: &Path) -> DbResult<Store> {
+        let conn = rusqlite::Connection::open(path)?;
         let mut st = Self::init(conn)?;
-        let read = Connection::open_with_flags(
+        let read = rusqlite::Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         read.busy_timeout(std::time::Duration::from_secs(5))?;
-        st.read = Some(Arc::new(Mutex::new(read)));
+        st.read = Some(Arc::new(Mutex::new(Db::sqlite(read))));
         Ok(st)
     }
 
-    fn init(mut conn: Connection) -> rusqlite::Result<Store> {
+    /// A Postgres store: the same migrations (types mapped, `db::pg_ddl`),
+    /// applied once however many replicas start at the same moment (an
+    /// advisory lock held by each migration's transaction).
+    #[cfg(test)]
+    pub fn open_postgres(url: &str) -> DbResult<Store> {
+        Store::open_postgres_with_ca(url, None)
+    }
+
+    /// The same, trusting `ca` for `sslmode=require` (else the system's
+    /// roots).
+    pub fn open_postgres_with_ca(url: &str, ca: Option<&Path>) -> DbResult<Store> {
+        let db = Db::postgres_with_ca(url, ca)?;
+        // One transaction under an advisory lock: replicas starting at once
+        // wait for each other, and a migration half applied is none applied.
+        db.transaction(|tx| -> DbResult<()> {
+            tx.batch("SELECT pg_advisory_xact_lock(7714071)")?;
+            tx.batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM sluice_schema",
+                    args![],
+                )?
+                .get(0)?;
+            let current = usize::try_from(current).unwrap_or(0);
+            if current >= MIGRATIONS.len() {
+                return Ok(());
+            }
+            for m in MIGRATIONS.iter().skip(current) {
+                tx.batch(&db::pg_ddl(m))?;
+            }
+            let version = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+            tx.execute("DELETE FROM sluice_schema", args![])?;
+            tx.execute(
+                "INSERT INTO sluice_schema (version) VALUES (?1)",
+                args![version],
+            )?;
+            Ok(())
+        })?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(db)),
+            read: None,
+        })
+    }
+
+    fn init(mut conn: rusqlite::Connection) -> rusqlite::Result<Store> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a row is on disk before the ingest batch returns, so a
         // `kill -9` after that point loses nothing.
@@ -216,17 +274,21 @@ impl Store {
             tx.commit()?;
         }
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Db::sqlite(conn))),
             read: None,
         })
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub fn engine(&self) -> Engine {
+        self.lock().engine()
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The read-only connection (the writer's when there is none).
-    pub fn read(&self) -> MutexGuard<'_, Connection> {
+    pub fn read(&self) -> MutexGuard<'_, Db> {
         self.read
             .as_ref()
             .unwrap_or(&self.conn)
@@ -275,11 +337,39 @@ mod tests {
         let s = Store::open(&p).unwrap();
         let v: i64 = s
             .lock()
+            .as_sqlite()
+            .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         drop(s);
         Store::open(&p).unwrap();
+    }
+
+    /// Replicas starting at once on an empty Postgres migrate it once.
+    #[test]
+    fn postgres_migrations_apply_once_from_replicas_starting_together() {
+        let Some(url) = testing::postgres_for_test() else {
+            return;
+        };
+        let opened: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || Store::open_postgres(&url).map(|_| ()))
+            })
+            .collect();
+        for t in opened {
+            t.join().unwrap().unwrap();
+        }
+        let s = Store::open_postgres(&url).unwrap();
+        let c = s.lock();
+        let rows = c
+            .query("SELECT version FROM sluice_schema", args![])
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get::<i64>(0).unwrap(), MIGRATIONS.len() as i64);
+        // The last migration's column is there.
+        c.query("SELECT operation FROM usage", args![]).unwrap();
     }
 
     #[test]

@@ -18,23 +18,31 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    let mut c = st.lock();
-    let n = count_keys(&c).map_err(|e| e.to_string())?;
-    let m = count_models(&c).map_err(|e| e.to_string())?;
-    if n + m > 0 {
-        return Ok(()); // only an empty database is seeded
-    }
-    let tx = c.transaction().map_err(|e| e.to_string())?;
+    let c = st.lock();
+    c.transaction(|tx| {
+        // Replicas starting together on one Postgres: one seeds, the
+        // others then find the store filled.
+        super::lock_publishing(tx)?;
+        let n = count_keys(tx).map_err(|e| e.to_string())?;
+        let m = count_models(tx).map_err(|e| e.to_string())?;
+        if n + m > 0 {
+            return Ok(()); // only an empty database is seeded
+        }
+        seed_in(tx, &cfg)
+    })
+}
+
+fn seed_in(tx: &super::Db, cfg: &sluice_config::PluginConfig) -> Result<(), String> {
     for p in &cfg.providers {
-        put_provider(&tx, p)?;
+        put_provider(tx, p)?;
     }
     // Added in order: the configuration's order of models is kept.
     for mo in &cfg.models {
-        put_model(&tx, mo)?;
+        put_model(tx, mo)?;
     }
     for k in &cfg.keys {
         insert_key(
-            &tx,
+            tx,
             &KeyRow {
                 id: k.id.clone(),
                 sha256: k.sha256.clone(),
@@ -71,15 +79,14 @@ pub fn seed(st: &Store, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     if let Some(g) = &cfg.guardrails {
-        put_guardrails(&tx, g)?;
+        put_guardrails(tx, g)?;
     }
-    put_setting(&tx, "capture", cfg.capture.as_ref())?;
-    put_setting(&tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
+    put_setting(tx, "capture", cfg.capture.as_ref())?;
+    put_setting(tx, "hosts", (!cfg.hosts.is_empty()).then_some(&cfg.hosts))?;
     put_setting(
-        &tx,
+        tx,
         "endpoints",
         (!cfg.endpoints.is_empty()).then_some(&cfg.endpoints),
     )?;
-    put_setting(&tx, "shadow", cfg.shadow.as_ref())?;
-    tx.commit().map_err(|e| e.to_string())
+    put_setting(tx, "shadow", cfg.shadow.as_ref())
 }

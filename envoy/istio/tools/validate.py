@@ -29,6 +29,7 @@ import kustomize_lite  # noqa: E402
 # Kustomizations and the proxy context their EnvoyFilters target.
 OVERLAYS = {
     "overlays/ingress-gateway": "GATEWAY",
+    "overlays/fleet-ingress-gateway": "GATEWAY",
     "overlays/static-ingress-gateway": "GATEWAY",
     "overlays/sidecar": "SIDECAR_OUTBOUND",
     "wasmplugin": None,
@@ -42,9 +43,10 @@ def staged_tree() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="sluice-istio-"))
     dst = tmp / "istio"
     shutil.copytree(ISTIO, dst, ignore=shutil.ignore_patterns("node_modules", "__pycache__"))
-    env = dst / "base/secrets.env"
-    if not env.exists():
-        shutil.copy(dst / "base/secrets.env.example", env)
+    for example in dst.glob("**/secrets.env.example"):
+        env = example.with_name("secrets.env")
+        if not env.exists():
+            shutil.copy(example, env)
     return dst
 
 

@@ -31,7 +31,16 @@ pub struct Reservation {
     micros: u64,
 }
 
-fn micros(usd: f64) -> u64 {
+impl Reservation {
+    /// What it holds, in micro-dollars.
+    pub fn micros(&self) -> u64 {
+        self.micros
+    }
+}
+
+/// Dollars as whole micro-dollars, rounded up (the unit of every budget
+/// counter, in the VM and across Envoys).
+pub fn micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 {
         (usd * 1e6).ceil() as u64
     } else {

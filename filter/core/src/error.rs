@@ -80,6 +80,17 @@ impl GatewayError {
         }
     }
 
+    /// Envoy's global rate limiting refused the request on the key's budget
+    /// (the rate limit service says so; the filter rewrites the refusal):
+    /// one wording wherever it is written.
+    pub fn over_budget_across_gateways() -> Self {
+        GatewayError::new(
+            429,
+            ErrorKind::QuotaExceeded,
+            "This request would exceed the budget of this API key (across all gateways).",
+        )
+    }
+
     pub fn with_param(mut self, param: &'static str) -> Self {
         self.param = Some(param);
         self

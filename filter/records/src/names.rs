@@ -7,12 +7,23 @@ pub const USAGE: &str = "sluice_usage";
 /// The capture record of a sampled request (`CaptureRecord`, JSON).
 pub const CAPTURE: &str = "sluice_capture";
 
-/// The key id of a request whose key has rpm/tpm limits: the descriptor of
-/// Envoy's global rate limiting (docs/fleet.md).
+/// The key id of a request whose key has rpm/tpm limits or a budget: the
+/// descriptor of Envoy's global rate limiting (docs/fleet.md).
 pub const LIMIT_KEY: &str = "sluice_key";
+/// The budget that request holds while in flight (micro-dollars, the
+/// estimate at admission; "0" without a budget): reserved across Envoys at
+/// request time, released at stream end.
+pub const BUDGET_HOLD: &str = "sluice_budget_hold";
+/// Set when the response ends, only for a request Envoy's global limits
+/// admitted: the key id the stream-end charges are made under (a refused
+/// request holds nothing to settle).
+pub const SETTLE_KEY: &str = "sluice_settle";
 /// The tokens billed for that request, set when the response ends: the
 /// `hits_addend` of the tpm charge sent at stream end.
 pub const LIMIT_TOKENS: &str = "sluice_tokens";
+/// What that request cost (micro-dollars), set when the response ends: the
+/// budget's charge sent at stream end.
+pub const BUDGET_SPENT: &str = "sluice_budget_spent";
 
 /// Envoy's prefix for filter state a wasm filter sets.
 pub const WASM_PREFIX: &str = "wasm.";

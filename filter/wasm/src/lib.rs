@@ -84,6 +84,9 @@ const USAGE_PROPERTY: &str = sluice_core::records::names::USAGE;
 const CAPTURE_PROPERTY: &str = sluice_core::records::names::CAPTURE;
 const LIMIT_KEY_PROPERTY: &str = sluice_core::records::names::LIMIT_KEY;
 const LIMIT_TOKENS_PROPERTY: &str = sluice_core::records::names::LIMIT_TOKENS;
+const BUDGET_HOLD_PROPERTY: &str = sluice_core::records::names::BUDGET_HOLD;
+const BUDGET_SPENT_PROPERTY: &str = sluice_core::records::names::BUDGET_SPENT;
+const SETTLE_KEY_PROPERTY: &str = sluice_core::records::names::SETTLE_KEY;
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
@@ -272,10 +275,13 @@ impl Http {
     }
 
     /// Before the request leaves: the key Envoy's global rate limiting
-    /// counts it under (one crossing, only for keys with rpm/tpm limits).
+    /// counts it under and the budget it holds (only for keys with rpm/tpm
+    /// limits or a budget).
     fn mark_limited_key(&self) {
         if let Some(key) = self.flow.globally_limited_key() {
             self.set_property(vec![LIMIT_KEY_PROPERTY], Some(key.as_bytes()));
+            let hold = self.flow.global_budget_hold().to_string();
+            self.set_property(vec![BUDGET_HOLD_PROPERTY], Some(hold.as_bytes()));
         }
     }
 }
@@ -365,7 +371,8 @@ impl HttpContext for Http {
         {
             // Envoy's global rate limiting refused it (its ratelimit filter
             // sits after this one): answered in the client's API.
-            self.flow.on_global_rate_limit()
+            let budget = get("x-sluice-limit") == Some("budget");
+            self.flow.on_global_rate_limit(budget)
         } else {
             self.flow
                 .on_response_headers(&gw, status, get("content-type"))
@@ -405,11 +412,21 @@ impl HttpContext for Http {
         let step = self
             .flow
             .on_response_body(&gw, body_size, end_of_stream, now, move || body);
-        if end_of_stream && self.flow.globally_limited_key().is_some() {
-            // The tpm charge Envoy's ratelimit filter sends when the stream
-            // is done reads this as its `hits_addend`.
-            let tokens = self.flow.billed_tokens().unwrap_or(0).to_string();
-            self.set_property(vec![LIMIT_TOKENS_PROPERTY], Some(tokens.as_bytes()));
+        if end_of_stream {
+            if let Some((key, tokens, micros)) = self.flow.global_settlement() {
+                // The charges Envoy's ratelimit filter sends when the stream
+                // is done read these (tpm, budget) and are made under this
+                // key; a request it refused gets none and settles nothing.
+                self.set_property(
+                    vec![LIMIT_TOKENS_PROPERTY],
+                    Some(tokens.to_string().as_bytes()),
+                );
+                self.set_property(
+                    vec![BUDGET_SPENT_PROPERTY],
+                    Some(micros.to_string().as_bytes()),
+                );
+                self.set_property(vec![SETTLE_KEY_PROPERTY], Some(key.as_bytes()));
+            }
         }
         match step {
             ResponseBodyStep::Pass => Action::Continue,

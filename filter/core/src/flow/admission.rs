@@ -133,14 +133,36 @@ impl Admission {
         Ok(())
     }
 
-    /// Whether the admitted key has a per-minute limit that Envoy's global
-    /// rate limiting can count (rpm or tpm; concurrent streams stay per
-    /// Envoy).
+    /// Whether the admitted key has something Envoy's global rate limiting
+    /// counts across Envoys: an rpm or tpm limit, or a budget (concurrent
+    /// streams stay per Envoy).
     #[inline]
     pub fn globally_limited(&self) -> bool {
-        self.limits
-            .as_ref()
-            .is_some_and(|(_, l)| l.rpm.is_some() || l.tpm.is_some())
+        self.reservation.is_some()
+            || self
+                .limits
+                .as_ref()
+                .is_some_and(|(_, l)| l.rpm.is_some() || l.tpm.is_some())
+    }
+
+    /// The budget this request holds (micro-dollars; 0 without a budget).
+    #[inline]
+    pub fn budget_hold_micros(&self) -> u64 {
+        self.reservation.as_ref().map_or(0, |(r, _)| r.micros())
+    }
+
+    /// What `billed` costs at the reservation's price (micro-dollars; 0
+    /// without a budget): what `settle` will charge.
+    pub fn billed_micros(&self, billed: Option<TokenUsage>) -> u64 {
+        match (&self.reservation, billed) {
+            (Some((_, price)), Some(u)) => budget::micros(price.cost_with_cache_writes(
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cached_tokens,
+                u.cache_creation_tokens,
+            )),
+            _ => 0,
+        }
     }
 
     /// The target that answered a resilient request: the budget settles at

@@ -241,6 +241,9 @@ pub struct Flow {
     /// A configured passthrough endpoint's request: its answer is only
     /// metered (JSON usage), never translated.
     endpoint_mode: bool,
+    /// Envoy's global rate limiting refused the request: nothing was taken
+    /// or reserved across Envoys, so nothing is settled at stream end.
+    globally_refused: bool,
 }
 
 fn blocked(b: &Blocked) -> GatewayError {
@@ -278,6 +281,7 @@ impl Flow {
             embed: None,
             passthrough: None,
             endpoint_mode: false,
+            globally_refused: false,
         }
     }
 
@@ -456,14 +460,34 @@ impl Flow {
 
     /// The key id Envoy's global rate limiting counts this request under
     /// (set as filter state before the request leaves; docs/fleet.md): only
-    /// for an admitted key with an rpm or tpm limit, so requests of other
-    /// keys make no call to the rate limit service.
+    /// for an admitted key with an rpm or tpm limit or a budget, so requests
+    /// of other keys make no call to the rate limit service.
     pub fn globally_limited_key(&self) -> Option<&str> {
         if self.admission.globally_limited() {
             self.record.key_id.as_deref()
         } else {
             None
         }
+    }
+
+    /// The budget the request holds across Envoys while in flight
+    /// (micro-dollars, the admission estimate; 0 without a budget).
+    pub fn global_budget_hold(&self) -> u64 {
+        self.admission.budget_hold_micros()
+    }
+
+    /// At the response's end, what is charged across Envoys: (key id,
+    /// billed tokens, billed micro-dollars). `None` for keys Envoy's global
+    /// limiting does not count, and for a request it refused (it took and
+    /// reserved nothing).
+    pub fn global_settlement(&self) -> Option<(&str, u64, u64)> {
+        if self.globally_refused {
+            return None;
+        }
+        let key = self.globally_limited_key()?;
+        let billed = self.billed().map(|(u, _)| u);
+        let tokens = billed.map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
+        Some((key, tokens, self.admission.billed_micros(billed)))
     }
 
     /// The tokens (prompt + completion) the provider billed, once the

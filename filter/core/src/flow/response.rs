@@ -164,19 +164,26 @@ impl Flow {
     /// go (its ratelimit filter answers 429 with `x-envoy-ratelimited`): the
     /// refusal is written in the client's API, as the filter's own limits
     /// are, whatever dialect the route's provider speaks.
-    pub fn on_global_rate_limit(&mut self) -> ResponseHeaders {
+    /// `budget`: the service said the key's budget refused it (its
+    /// `x-sluice-limit: budget` header) rather than a rate limit.
+    pub fn on_global_rate_limit(&mut self, budget: bool) -> ResponseHeaders {
         let mut out = ResponseHeaders::default();
         if self.phase != Phase::Upstream {
             return out;
         }
-        if let Some(s) = self.admission.rate_status {
-            out.set.extend(s.headers());
-        }
-        let err = GatewayError::new(
-            429,
-            ErrorKind::RateLimited,
-            "Rate limit reached for this API key across all gateways. Retry later.",
-        );
+        self.globally_refused = true;
+        let err = if budget {
+            GatewayError::over_budget_across_gateways()
+        } else {
+            if let Some(s) = self.admission.rate_status {
+                out.set.extend(s.headers());
+            }
+            GatewayError::new(
+                429,
+                ErrorKind::RateLimited,
+                "Rate limit reached for this API key across all gateways. Retry later.",
+            )
+        };
         self.answer_locally(err, out)
     }
 

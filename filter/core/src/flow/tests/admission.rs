@@ -177,7 +177,7 @@ fn envoys_global_refusal_is_answered_in_the_clients_api() {
         request(&g, &mut f, &store, &h, body),
         BodyStep::Forward(_)
     ));
-    let edits = f.on_global_rate_limit();
+    let edits = f.on_global_rate_limit(false);
     assert!(edits.hold && edits.remove_content_length);
     let envoys = br#"{"error":{"code":"rate_limit_exceeded"}}"#.to_vec();
     let n = envoys.len();
@@ -197,4 +197,68 @@ fn envoys_global_refusal_is_answered_in_the_clients_api() {
         (rec["status"].as_u64(), rec["error"].as_str()),
         (Some(429), Some("rate_limit_exceeded"))
     );
+}
+
+fn global_budget_gw() -> crate::gateway::Gateway {
+    gateway_env(
+        serde_json::json!({
+            "keys": [
+                {"id": "kb", "sha256": sluice_config::hash_key("sk-b"),
+                 "budget": {"remaining_usd": 1.0, "epoch": 3}}
+            ],
+            "providers": [{"name": "mock", "kind": "openai", "cluster": "c", "host": "h",
+                           "base_path": "/v1", "api_key_env": "MOCK_KEY"}],
+            "models": [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "up",
+                        "price": {"input": 0.001, "output": 0.002}}]}]
+        }),
+        |_| Some("s".into()),
+    )
+}
+
+#[test]
+fn a_budget_key_holds_its_estimate_across_envoys_and_settles_what_was_billed() {
+    let g = global_budget_gw();
+    let body =
+        r#"{"model":"mock-gpt","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-b", body),
+        BodyStep::Forward(_)
+    ));
+    // A budget alone (no rpm/tpm) is counted across Envoys.
+    assert_eq!(f.globally_limited_key(), Some("kb"));
+    let hold = f.global_budget_hold();
+    // At least the 10 completion tokens at $0.002, in micro-dollars.
+    assert!(hold >= 20_000, "{hold}");
+    f.on_response_headers(&g, 200, Some("application/json"));
+    let answer = br#"{"id":"x","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#.to_vec();
+    let n = answer.len();
+    f.on_response_body(&g, n, true, 1, || Some(answer));
+    // 11 × 0.001 + 7 × 0.002 = $0.025.
+    assert_eq!(f.global_settlement(), Some(("kb", 18, 25_000)));
+}
+
+#[test]
+fn a_request_envoy_refused_settles_nothing_and_says_budget() {
+    let g = global_budget_gw();
+    let body =
+        r#"{"model":"mock-gpt","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut f = Flow::new(0);
+    assert!(matches!(
+        forward(&g, &mut f, "sk-b", body),
+        BodyStep::Forward(_)
+    ));
+    let edits = f.on_global_rate_limit(true);
+    assert!(edits.hold);
+    let envoys = br#"{"error":{"code":"insufficient_quota"}}"#.to_vec();
+    let n = envoys.len();
+    let out = match f.on_response_body(&g, n, true, 1, || Some(envoys)) {
+        ResponseBodyStep::Replace(b) | ResponseBodyStep::ReplaceWithStatus(_, b) => b,
+        other => panic!("expected the answer, got {other:?}"),
+    };
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_quota", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("budget"));
+    // Nothing was reserved across Envoys: nothing to release or charge.
+    assert_eq!(f.global_settlement(), None);
 }
