@@ -15,7 +15,6 @@
 //! from a tokio worker. Callers block on a reply, exactly as they block on
 //! the sqlite mutex today.
 
-use std::cell::RefCell;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -199,7 +198,7 @@ pub struct Db {
 
 enum Inner {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Pg>),
+    Postgres(Pg),
 }
 
 impl Db {
@@ -219,7 +218,7 @@ impl Db {
     /// roots. Otherwise plain TCP.
     pub fn postgres_with_ca(url: &str, ca: Option<&std::path::Path>) -> DbResult<Db> {
         Ok(Db {
-            inner: Inner::Postgres(RefCell::new(Pg::connect(url, ca)?)),
+            inner: Inner::Postgres(Pg::connect(url, ca)?),
         })
     }
 
@@ -240,7 +239,7 @@ impl Db {
                 )?;
                 Ok(n as u64)
             }
-            Inner::Postgres(p) => p.borrow_mut().execute(sql, params),
+            Inner::Postgres(p) => p.execute(sql, params),
         }
     }
 
@@ -267,7 +266,7 @@ impl Db {
                 }
                 Ok(out)
             }
-            Inner::Postgres(p) => p.borrow_mut().query(sql, params),
+            Inner::Postgres(p) => p.query(sql, params),
         }
     }
 
@@ -286,7 +285,7 @@ impl Db {
     pub fn batch(&self, sql: &str) -> DbResult<()> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Inner::Postgres(p) => p.borrow_mut().batch(sql.to_string()),
+            Inner::Postgres(p) => p.batch(sql.to_string()),
         }
     }
 
@@ -450,7 +449,7 @@ impl Pg {
             .map_err(|_| DbError("postgres thread stopped".into()))?
     }
 
-    fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> DbResult<u64> {
+    fn execute(&self, sql: &str, params: &[&dyn Param]) -> DbResult<u64> {
         let (sql, values) = (pg_placeholders(sql), values(params));
         self.run(move |c| {
             let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -459,7 +458,7 @@ impl Pg {
         })
     }
 
-    fn query(&mut self, sql: &str, params: &[&dyn Param]) -> DbResult<Vec<Row>> {
+    fn query(&self, sql: &str, params: &[&dyn Param]) -> DbResult<Vec<Row>> {
         let (sql, values) = (pg_placeholders(sql), values(params));
         self.run(move |c| {
             let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -487,7 +486,7 @@ impl Pg {
         })
     }
 
-    fn batch(&mut self, sql: String) -> DbResult<()> {
+    fn batch(&self, sql: String) -> DbResult<()> {
         self.run(move |c| c.batch_execute(&sql).map_err(pg_err))
     }
 }
