@@ -46,7 +46,7 @@ lint:
 ## then the control plane's whole suite again with Postgres as its store.
 unit: deps
 	$(PYTHON) scripts/with-postgres.py sh -c '$(CARGO) test --workspace && \
-	  SLUICE_TEST_ENGINE=postgres $(CARGO) test --workspace --bin sluice'
+	  CARGO=$(CARGO) $(PYTHON) scripts/cp-tests-on-postgres.py'
 	$(CARGO) test -p sluice-core --no-default-features --lib
 
 ## The host-independent crates' unit tests, compiled to wasm32-wasip1 and run on V8.
