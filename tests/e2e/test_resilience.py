@@ -145,7 +145,10 @@ def ledger_row(s, rid: str, timeout: float = 15) -> dict:
             return dict(rows[0])
         time.sleep(0.1)
     status = s.cp.api("GET", "/v1/status")
-    raise AssertionError(f"no ledger row for {rid}: {json.dumps(status)[:1500]}")
+    # What Envoy's access loggers did (written, dropped), to tell a record
+    # never sent from one lost on the way.
+    stats = httpx.get(s.envoy.admin + "/stats?filter=access_log", timeout=5).text
+    raise AssertionError(f"no ledger row for {rid}: {json.dumps(status)[:1500]}\n{stats}")
 
 
 FAIL_OPENAI = {"x-mock-error": "500", "x-mock-error-for": "openai"}
