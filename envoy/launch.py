@@ -362,8 +362,7 @@ def render_bootstrap(*, config: dict | None, listen_port: int, admin_port: int, 
     cp_ports = ([control_plane_port] if isinstance(control_plane_port, int)
                 else list(control_plane_port or []))
     sink_ports = list(usage_sinks or []) if not managed else []
-    sink_clusters = [control_plane_cluster(p, f"{CONTROL_PLANE_CLUSTER}_{i}")
-                     for i, p in enumerate(sink_ports)]
+    sink_clusters = replica_clusters(sink_ports)
     mock_cluster = _cluster("mock_provider", mock_port)
     if injected_mock_secret:
         with_upstream_filters(mock_cluster, [credential_injector(

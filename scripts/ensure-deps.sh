@@ -50,6 +50,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   echo ">> apt-get install postgresql (control-plane store tests, replicas)"
   apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
+# The TLS test of the Postgres store makes its certificates with openssl.
+if ! command -v openssl >/dev/null; then
+  echo ">> apt-get install openssl (test certificates)"
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
 
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
   echo ">> apt-get install wrk"

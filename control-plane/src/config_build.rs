@@ -276,7 +276,10 @@ mod tests {
         let (last, json) = publish_on(&a);
         assert_eq!(publish_on(&b).0, last);
         let cfg: PluginConfig = serde_json::from_str(&json).unwrap();
-        let names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        // Both replicas' models (in the order the threads happened to add
+        // them first).
+        let mut names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
         assert_eq!(names, ["r0", "r1"]);
         let c = a.lock();
         let rows = c

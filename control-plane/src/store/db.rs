@@ -370,7 +370,34 @@ pub fn pg_ddl(sql: &str) -> String {
 
 // ---- Postgres -------------------------------------------------------------
 
-type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// The client and its prepared statements: each distinct SQL text is
+/// prepared once per connection, not before every execution (a ledger batch
+/// runs the same two statements for every record).
+struct Conn {
+    client: postgres::Client,
+    prepared: std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &str) -> DbResult<postgres::Statement> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).map_err(pg_err)?;
+        self.prepared.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// A statement failed: prepared again next time, so one a newer
+    /// replica's migration made stale (`SELECT *` of a changed table)
+    /// fails once, not forever.
+    fn failed(&mut self, sql: &str, e: postgres::Error) -> DbError {
+        self.prepared.remove(sql);
+        pg_err(e)
+    }
+}
 
 /// How long a starting replica waits for its database.
 const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -405,7 +432,7 @@ impl Pg {
                 // starts them together): wait for it a while rather than
                 // exit at once.
                 let deadline = std::time::Instant::now() + CONNECT_WAIT;
-                let mut client = loop {
+                let client = loop {
                     match open() {
                         Ok(c) => break c,
                         Err(e) if std::time::Instant::now() >= deadline || !worth_waiting(&e) => {
@@ -417,15 +444,24 @@ impl Pg {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
+                let mut conn = Conn {
+                    client,
+                    prepared: Default::default(),
+                };
                 while let Ok(job) = rx.recv() {
                     // A server restart closes the connection: the next
                     // statement reconnects rather than failing forever.
-                    if client.is_closed() {
+                    if conn.client.is_closed() {
                         if let Ok(c) = open() {
-                            client = c;
+                            // Statements belong to the connection they
+                            // were prepared on.
+                            conn = Conn {
+                                client: c,
+                                prepared: Default::default(),
+                            };
                         }
                     }
-                    job(&mut client);
+                    job(&mut conn);
                 }
             })
             .map_err(|e| DbError(e.to_string()))?;
@@ -437,7 +473,7 @@ impl Pg {
 
     fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> DbResult<T> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
     ) -> DbResult<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
@@ -454,7 +490,8 @@ impl Pg {
         self.run(move |c| {
             let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                 values.iter().map(|v| v as _).collect();
-            c.execute(sql.as_str(), &refs).map_err(pg_err)
+            let st = c.statement(&sql)?;
+            c.client.execute(&st, &refs).map_err(|e| c.failed(&sql, e))
         })
     }
 
@@ -463,7 +500,8 @@ impl Pg {
         self.run(move |c| {
             let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                 values.iter().map(|v| v as _).collect();
-            let rows = c.query(sql.as_str(), &refs).map_err(pg_err)?;
+            let st = c.statement(&sql)?;
+            let rows = c.client.query(&st, &refs).map_err(|e| c.failed(&sql, e))?;
             let Some(first) = rows.first() else {
                 return Ok(Vec::new());
             };
@@ -487,7 +525,7 @@ impl Pg {
     }
 
     fn batch(&self, sql: String) -> DbResult<()> {
-        self.run(move |c| c.batch_execute(&sql).map_err(pg_err))
+        self.run(move |c| c.client.batch_execute(&sql).map_err(pg_err))
     }
 }
 
@@ -645,6 +683,28 @@ mod tests {
             pg_ddl("CREATE TABLE t (a INTEGER NOT NULL, b REAL, c TEXT)"),
             "CREATE TABLE t (a BIGINT NOT NULL, b DOUBLE PRECISION, c TEXT)"
         );
+    }
+
+    /// Statements are prepared once per connection; one that a schema
+    /// change made stale is prepared again after it fails, not kept.
+    #[test]
+    fn postgres_statements_are_reused_and_a_stale_one_recovers() {
+        let Some(url) = crate::store::testing::postgres_for_test() else {
+            return;
+        };
+        let db = Db::postgres(&url).unwrap();
+        db.batch("CREATE TABLE t (a BIGINT)").unwrap();
+        db.execute("INSERT INTO t VALUES (?1)", args![1i64])
+            .unwrap();
+        db.execute("INSERT INTO t VALUES (?1)", args![2i64])
+            .unwrap();
+        let all = || db.query("SELECT * FROM t ORDER BY a", args![]);
+        assert_eq!(all().unwrap().len(), 2);
+        // Another replica's migration changes the table under the cache.
+        db.batch("ALTER TABLE t ADD COLUMN b TEXT").unwrap();
+        let after: Vec<_> = (0..2).map(|_| all()).collect();
+        let ok = after.last().unwrap().as_ref().unwrap();
+        assert_eq!(ok[0].named::<Option<String>>("b").unwrap(), None);
     }
 
     #[test]

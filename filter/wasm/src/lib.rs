@@ -413,7 +413,7 @@ impl HttpContext for Http {
             .flow
             .on_response_body(&gw, body_size, end_of_stream, now, move || body);
         if end_of_stream {
-            if let Some((key, tokens, micros)) = self.flow.global_settlement() {
+            if let Some((tokens, micros)) = self.flow.global_settlement() {
                 // The charges Envoy's ratelimit filter sends when the stream
                 // is done read these (tpm, budget) and are made under this
                 // key; a request it refused gets none and settles nothing.
@@ -425,7 +425,9 @@ impl HttpContext for Http {
                     vec![BUDGET_SPENT_PROPERTY],
                     Some(micros.to_string().as_bytes()),
                 );
-                self.set_property(vec![SETTLE_KEY_PROPERTY], Some(key.as_bytes()));
+                if let Some(key) = self.flow.globally_limited_key() {
+                    self.set_property(vec![SETTLE_KEY_PROPERTY], Some(key.as_bytes()));
+                }
             }
         }
         match step {

@@ -154,15 +154,9 @@ impl Admission {
     /// What `billed` costs at the reservation's price (micro-dollars; 0
     /// without a budget): what `settle` will charge.
     pub fn billed_micros(&self, billed: Option<TokenUsage>) -> u64 {
-        match (&self.reservation, billed) {
-            (Some((_, price)), Some(u)) => budget::micros(price.cost_with_cache_writes(
-                u.prompt_tokens,
-                u.completion_tokens,
-                u.cached_tokens,
-                u.cache_creation_tokens,
-            )),
-            _ => 0,
-        }
+        self.reservation
+            .as_ref()
+            .map_or(0, |(_, price)| budget::micros(cost(price, billed)))
     }
 
     /// The target that answered a resilient request: the budget settles at
@@ -180,15 +174,19 @@ impl Admission {
             limits::settle(shared, &l, &a, actual);
         }
         if let Some((r, price)) = self.reservation.take() {
-            let actual = billed.map_or(0.0, |u| {
-                price.cost_with_cache_writes(
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_tokens,
-                    u.cache_creation_tokens,
-                )
-            });
-            budget::settle(shared, &r, actual);
+            budget::settle(shared, &r, cost(&price, billed));
         }
     }
+}
+
+/// What `billed` costs at `price` (nothing billed: $0).
+fn cost(price: &sluice_config::TokenPrice, billed: Option<TokenUsage>) -> f64 {
+    billed.map_or(0.0, |u| {
+        price.cost_with_cache_writes(
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.cache_creation_tokens,
+        )
+    })
 }

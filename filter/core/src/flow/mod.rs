@@ -244,6 +244,10 @@ pub struct Flow {
     /// Envoy's global rate limiting refused the request: nothing was taken
     /// or reserved across Envoys, so nothing is settled at stream end.
     globally_refused: bool,
+    /// What was billed, worked out once at the response's end for the
+    /// settlement across Envoys and kept for `finish` (an answer without
+    /// usage is counted with the tokenizer: not twice).
+    billed_at_end: Option<Option<(TokenUsage, &'static str)>>,
 }
 
 fn blocked(b: &Blocked) -> GatewayError {
@@ -282,6 +286,7 @@ impl Flow {
             passthrough: None,
             endpoint_mode: false,
             globally_refused: false,
+            billed_at_end: None,
         }
     }
 
@@ -476,18 +481,19 @@ impl Flow {
         self.admission.budget_hold_micros()
     }
 
-    /// At the response's end, what is charged across Envoys: (key id,
-    /// billed tokens, billed micro-dollars). `None` for keys Envoy's global
-    /// limiting does not count, and for a request it refused (it took and
-    /// reserved nothing).
-    pub fn global_settlement(&self) -> Option<(&str, u64, u64)> {
-        if self.globally_refused {
+    /// At the response's end, what is charged across Envoys, under
+    /// `globally_limited_key`: (billed tokens, billed micro-dollars). `None`
+    /// for keys Envoy's global limiting does not count, and for a request it
+    /// refused (it took and reserved nothing).
+    pub fn global_settlement(&mut self) -> Option<(u64, u64)> {
+        if self.globally_refused || !self.admission.globally_limited() {
             return None;
         }
-        let key = self.globally_limited_key()?;
-        let billed = self.billed().map(|(u, _)| u);
+        let billed = self.billed();
+        self.billed_at_end = Some(billed);
+        let billed = billed.map(|(u, _)| u);
         let tokens = billed.map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
-        Some((key, tokens, self.admission.billed_micros(billed)))
+        Some((tokens, self.admission.billed_micros(billed)))
     }
 
     /// The tokens (prompt + completion) the provider billed, once the
@@ -521,7 +527,7 @@ impl Flow {
             // Dropping the ticket frees the plan.
             self.record.attempts = ticket.with(|p| p.attempt_records()).unwrap_or_default();
         }
-        let billed = self.billed();
+        let billed = self.billed_at_end.take().unwrap_or_else(|| self.billed());
         self.admission.settle(shared, billed.map(|(u, _)| u));
         self.record.latency_ms = now_ms.saturating_sub(self.start_ms);
         if self.phase == Phase::Local {

@@ -235,7 +235,8 @@ fn a_budget_key_holds_its_estimate_across_envoys_and_settles_what_was_billed() {
     let n = answer.len();
     f.on_response_body(&g, n, true, 1, || Some(answer));
     // 11 × 0.001 + 7 × 0.002 = $0.025.
-    assert_eq!(f.global_settlement(), Some(("kb", 18, 25_000)));
+    assert_eq!(f.global_settlement(), Some((18, 25_000)));
+    assert_eq!(f.globally_limited_key(), Some("kb"));
 }
 
 #[test]
